@@ -1,0 +1,92 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The application above Engine.IO (Socket.IO, or the conformance echo).
+public protocol EngineApplication: Sendable {
+    /// A session opened. Called on the session's event loop; install a delegate here.
+    func sessionOpened(_ session: EngineSession)
+}
+
+/// One Engine.IO endpoint: its configuration, its sessions and the application they feed.
+public final class EngineServer: Sendable {
+    public let configuration: EngineConfiguration
+    let application: EngineApplication
+    let logger: Logger
+    /// Sessions by id. Touched when a session opens or closes and by polling requests and
+    /// upgrades — never per WebSocket message.
+    private let sessions = NIOLockedValueBox<[String: EngineSession]>([:])
+
+    public init(configuration: EngineConfiguration, application: EngineApplication, logger: Logger) {
+        self.configuration = configuration
+        self.application = application
+        self.logger = logger
+    }
+
+    public var sessionCount: Int { sessions.withLockedValue { $0.count } }
+
+    func session(id: String) -> EngineSession? {
+        sessions.withLockedValue { $0[id] }
+    }
+
+    /// Opens a session on `eventLoop` (the caller is on it) and sends or returns its open packet.
+    func openSession(
+        on eventLoop: EventLoop,
+        transport: EngineSession.Transport,
+        handshake: EngineHandshakeInfo
+    ) -> EngineSession {
+        eventLoop.assertInEventLoop()
+        let session = EngineSession(
+            id: SessionID.make(),
+            eventLoop: eventLoop,
+            configuration: configuration,
+            transport: transport,
+            handshake: handshake,
+            logger: logger,
+            onClose: { [weak self] session in
+                self?.sessions.withLockedValue { _ = $0.removeValue(forKey: session.id) }
+            }
+        )
+        sessions.withLockedValue { $0[session.id] = session }
+        return session
+    }
+
+    /// Every open session, for shutdown and introspection.
+    public func allSessions() -> [EngineSession] {
+        sessions.withLockedValue { Array($0.values) }
+    }
+
+    /// Closes every session on its own loop.
+    public func closeAll(reason: DisconnectReason) {
+        for session in allSessions() {
+            session.eventLoop.execute { session.close(reason: reason) }
+        }
+    }
+}
+
+/// Random identifiers in the base64url alphabet.
+public enum SessionID {
+    static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    /// 20 characters (120 random bits).
+    public static func make(prefix: String = "", length: Int = 20) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let randomCount = max(0, length - prefix.utf8.count)
+        return prefix
+            + String(
+                unsafeUninitializedCapacity: randomCount,
+                initializingUTF8With: { buffer in
+                    var index = 0
+                    while index < randomCount {
+                        var word = generator.next()
+                        for _ in 0..<10 where index < randomCount {
+                            buffer[index] = alphabet[Int(word & 63)]
+                            word >>= 6
+                            index += 1
+                        }
+                    }
+                    return randomCount
+                }
+            )
+    }
+}

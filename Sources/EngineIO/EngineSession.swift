@@ -1,0 +1,449 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// A message for the application layer above Engine.IO.
+public enum EngineMessage: Sendable, Equatable {
+    /// A text message, without its `4` type digit.
+    case text(ByteBuffer)
+    case binary(ByteBuffer)
+}
+
+/// The application's side of one session. Called on the session's event loop.
+public protocol EngineSessionDelegate: AnyObject {
+    func engineSession(_ session: EngineSession, didReceive message: EngineMessage)
+    func engineSessionDidClose(_ session: EngineSession, reason: DisconnectReason)
+}
+
+/// One Engine.IO session: its transport (long-polling or WebSocket), the upgrade between them,
+/// the heartbeat and the outbound queue.
+///
+/// A session belongs to the event loop it was opened on. Every method must be called on
+/// `eventLoop`; requests arriving on other loops hop there first.
+public final class EngineSession: @unchecked Sendable {
+    // @unchecked Sendable: all mutable state is confined to `eventLoop` (asserted in every entry
+    // point); the session crosses threads only to be looked up and hopped to.
+
+    public let id: String
+    public let eventLoop: EventLoop
+    public let configuration: EngineConfiguration
+    /// The transport the session was opened with.
+    public let initialTransport: EngineTransports
+    /// Query parameters and headers of the opening request, for the application.
+    public let handshake: EngineHandshakeInfo
+    /// Owned while the session is open and released on close, which breaks the session ↔ delegate cycle.
+    public private(set) var delegate: EngineSessionDelegate?
+    package var logger: Logger
+
+    enum Transport {
+        case polling
+        case websocket(Channel)
+    }
+
+    enum Upgrade {
+        case none
+        /// A WebSocket is probing; GETs get a `6` so the client stops polling.
+        case probing(Channel, Scheduled<Void>?)
+        case done
+    }
+
+    private(set) var transport: Transport
+    private(set) var upgrade: Upgrade = .none
+    public private(set) var isClosed = false
+    private var heartbeat: HeartbeatStateMachine
+    private var heartbeatTimer: Scheduled<Void>?
+    private var pendingPoll: EventLoopPromise<ByteBuffer>?
+    private var pollQueue: [EngineOutboundPacket] = []
+    private var pollQueueBytes = 0
+    private var pollFlushScheduled = false
+    private let onClose: @Sendable (EngineSession) -> Void
+
+    init(
+        id: String,
+        eventLoop: EventLoop,
+        configuration: EngineConfiguration,
+        transport: Transport,
+        handshake: EngineHandshakeInfo,
+        logger: Logger,
+        onClose: @escaping @Sendable (EngineSession) -> Void
+    ) {
+        self.id = id
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.transport = transport
+        if case .websocket = transport {
+            self.initialTransport = .websocket
+            self.upgrade = .done
+        } else {
+            self.initialTransport = .polling
+        }
+        self.handshake = handshake
+        self.logger = logger
+        self.logger[metadataKey: "engine.sid"] = "\(id)"
+        self.onClose = onClose
+        self.heartbeat = HeartbeatStateMachine(
+            interval: configuration.pingInterval,
+            timeout: configuration.pingTimeout,
+            now: eventLoop.now
+        )
+    }
+
+    public func setDelegate(_ delegate: EngineSessionDelegate) {
+        eventLoop.assertInEventLoop()
+        self.delegate = delegate
+    }
+
+    /// The open packet: `0{"sid","upgrades","pingInterval","pingTimeout","maxPayload"}`.
+    func openPacket() -> EngineOutboundPacket {
+        let upgrades =
+            (initialTransport == .polling && configuration.transports.contains(.websocket)) ? #"["websocket"]"# : "[]"
+        let json =
+            #"{"sid":"\#(id)","upgrades":\#(upgrades),"pingInterval":\#(configuration.pingInterval.milliseconds),"#
+            + #""pingTimeout":\#(configuration.pingTimeout.milliseconds),"maxPayload":\#(configuration.maxPayload)}"#
+        return .make(.open, json)
+    }
+
+    func start() {
+        eventLoop.assertInEventLoop()
+        armHeartbeat()
+    }
+
+    // MARK: Outbound
+
+    /// Sends a packet on whatever transport is current. This is the hot path of every delivery.
+    public func send(_ packet: EngineOutboundPacket) {
+        eventLoop.assertInEventLoop()
+        guard !isClosed else { return }
+        if case .websocket(let channel) = transport, case .done = upgrade {
+            Self.write(packet, to: channel)
+            return
+        }
+        enqueueForPoll(packet)
+    }
+
+    /// Sends a message: text without its type digit, or binary.
+    public func sendMessage(_ message: EngineMessage) {
+        switch message {
+        case .text(let text):
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(text.readableBytes + 1)
+            buffer.writeInteger(EnginePacketType.message.rawValue)
+            buffer.writeImmutableBuffer(text)
+            send(.text(buffer))
+        case .binary(let bytes):
+            send(.binary(bytes))
+        }
+    }
+
+    static func write(_ packet: EngineOutboundPacket, to channel: Channel) {
+        let frame: WebSocketFrame
+        switch packet {
+        case .text(let buffer): frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        case .binary(let buffer): frame = WebSocketFrame(fin: true, opcode: .binary, data: buffer)
+        }
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    private func enqueueForPoll(_ packet: EngineOutboundPacket) {
+        pollQueue.append(packet)
+        pollQueueBytes += packet.byteCount
+        if pollQueueBytes > configuration.maxOutboundBytes {
+            close(reason: .slowConsumer)
+            return
+        }
+        schedulePollFlush()
+    }
+
+    /// Answers a parked poll once per loop tick, so packets sent together leave together.
+    private func schedulePollFlush() {
+        guard pendingPoll != nil, !pollFlushScheduled, case .none = upgrade else { return }
+        pollFlushScheduled = true
+        eventLoop.execute {
+            self.pollFlushScheduled = false
+            self.flushPoll()
+        }
+    }
+
+    private func flushPoll() {
+        guard let poll = pendingPoll, !pollQueue.isEmpty else { return }
+        pendingPoll = nil
+        poll.succeed(drainPollQueue())
+    }
+
+    private func drainPollQueue() -> ByteBuffer {
+        var body = ByteBuffer()
+        body.reserveCapacity(pollQueueBytes + pollQueue.count)
+        EnginePacketCodec.encodePayload(pollQueue, into: &body)
+        pollQueue.removeAll(keepingCapacity: false)
+        pollQueueBytes = 0
+        return body
+    }
+
+    // MARK: Long-polling
+
+    /// A GET poll. The promise is answered with the payload to send (or fails with an HTTP error).
+    func poll(_ promise: EventLoopPromise<ByteBuffer>) {
+        eventLoop.assertInEventLoop()
+        guard !isClosed, case .polling = transport else {
+            promise.fail(EngineHTTPError.badRequest)
+            return
+        }
+        switch upgrade {
+        case .done:
+            promise.fail(EngineHTTPError.badRequest)
+            return
+        case .probing:
+            guard pendingPoll == nil else { return concurrentPoll(promise) }
+            promise.succeed(Self.noopPayload)
+            return
+        case .none:
+            break
+        }
+        guard pendingPoll == nil else { return concurrentPoll(promise) }
+        if !pollQueue.isEmpty {
+            promise.succeed(drainPollQueue())
+        } else {
+            pendingPoll = promise
+        }
+    }
+
+    private static let noopPayload = ByteBuffer(integer: EnginePacketType.noop.rawValue)
+
+    private func concurrentPoll(_ promise: EventLoopPromise<ByteBuffer>) {
+        promise.fail(EngineHTTPError.badRequest)
+        close(reason: .concurrentPoll)
+    }
+
+    /// The connection carrying the parked poll went away before it was answered.
+    func pollAborted(_ future: EventLoopFuture<ByteBuffer>) {
+        eventLoop.assertInEventLoop()
+        guard let poll = pendingPoll, poll.futureResult === future else { return }
+        pendingPoll = nil
+        poll.fail(EngineHTTPError.badRequest)
+        // A client that upgraded drops its poll on purpose.
+        if case .none = upgrade {
+            close(reason: .transportClose)
+        }
+    }
+
+    /// A POST payload. Throws the HTTP error to answer with.
+    func receivePollPayload(_ body: ByteBuffer) throws(EngineHTTPError) {
+        eventLoop.assertInEventLoop()
+        guard !isClosed, case .polling = transport else { throw .badRequest }
+        if case .done = upgrade { throw .badRequest }
+        let packets: [EnginePacket]
+        do {
+            packets = try EnginePacketCodec.decodePayload(body)
+        } catch {
+            logger.debug("invalid polling payload", metadata: ["error": "\(error)"])
+            close(reason: .parseError)
+            throw .badRequest
+        }
+        for packet in packets {
+            guard !isClosed else { break }
+            receive(packet)
+        }
+    }
+
+    // MARK: Inbound
+
+    /// A decoded packet from the current transport.
+    func receive(_ packet: EnginePacket) {
+        eventLoop.assertInEventLoop()
+        guard !isClosed else { return }
+        switch packet {
+        case .binary(let bytes):
+            delegate?.engineSession(self, didReceive: .binary(bytes))
+        case .text(let type, let data):
+            switch type {
+            case .message:
+                delegate?.engineSession(self, didReceive: .text(data))
+            case .pong:
+                heartbeat.pongReceived(now: eventLoop.now)
+            case .close:
+                close(reason: .clientClose)
+            case .ping, .open, .upgrade, .noop:
+                // v4 clients never ping; these types have no meaning from a client here.
+                logger.debug("unexpected packet type from client", metadata: ["type": "\(type)"])
+                close(reason: .parseError)
+            }
+        }
+    }
+
+    // MARK: Upgrade
+
+    /// A WebSocket for this session passed the HTTP upgrade. Returns false if it must be refused.
+    func canAcceptProbe() -> Bool {
+        eventLoop.assertInEventLoop()
+        guard !isClosed, case .polling = transport, case .none = upgrade else { return false }
+        return configuration.transports.contains(.websocket)
+    }
+
+    func attachProbe(_ channel: Channel) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard canAcceptProbe() else { return false }
+        let timeout = eventLoop.scheduleTask(in: configuration.upgradeTimeout) { [weak self] () -> Void in
+            self?.probeFailed(channel, closeIt: true)
+        }
+        upgrade = .probing(channel, timeout)
+        return true
+    }
+
+    /// A packet that arrived on the probing WebSocket.
+    func receiveProbe(_ packet: EnginePacket, from channel: Channel) {
+        eventLoop.assertInEventLoop()
+        guard case .probing(let probe, let timeout) = upgrade, probe === channel, !isClosed else {
+            channel.close(promise: nil)
+            return
+        }
+        switch packet {
+        case .text(.ping, let data) where data.readableBytesView.elementsEqual("probe".utf8):
+            Self.write(.make(.pong, "probe"), to: channel)
+            // Release the pending poll so the client can pause polling and send `5`.
+            if let poll = pendingPoll {
+                pendingPoll = nil
+                poll.succeed(Self.noopPayload)
+            }
+        case .text(.upgrade, _):
+            timeout?.cancel()
+            upgrade = .done
+            transport = .websocket(channel)
+            if let poll = pendingPoll {
+                pendingPoll = nil
+                poll.succeed(Self.noopPayload)
+            }
+            let queued = pollQueue
+            pollQueue.removeAll()
+            pollQueueBytes = 0
+            for packet in queued { Self.write(packet, to: channel) }
+            logger.debug("upgraded to websocket")
+        default:
+            logger.debug("unexpected packet during upgrade")
+            probeFailed(channel, closeIt: true)
+        }
+    }
+
+    /// The probe WebSocket closed or failed: the session stays on polling.
+    func probeFailed(_ channel: Channel, closeIt: Bool) {
+        eventLoop.assertInEventLoop()
+        guard case .probing(let probe, let timeout) = upgrade, probe === channel else { return }
+        timeout?.cancel()
+        upgrade = .none
+        if closeIt { channel.close(promise: nil) }
+        schedulePollFlush()
+    }
+
+    /// The WebSocket carrying the session closed (by the peer or an error).
+    func websocketClosed(_ channel: Channel, reason: DisconnectReason) {
+        eventLoop.assertInEventLoop()
+        if case .probing(let probe, _) = upgrade, probe === channel {
+            probeFailed(channel, closeIt: false)
+            return
+        }
+        guard case .websocket(let current) = transport, current === channel else { return }
+        close(reason: reason)
+    }
+
+    // MARK: Heartbeat
+
+    private func armHeartbeat() {
+        guard let deadline = heartbeat.nextDeadline else { return }
+        heartbeatTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] () -> Void in
+            self?.heartbeatTimerFired()
+        }
+    }
+
+    private func heartbeatTimerFired() {
+        guard !isClosed else { return }
+        switch heartbeat.timerFired(now: eventLoop.now) {
+        case .sendPing:
+            send(Self.pingPacket)
+            armHeartbeat()
+        case .rearm:
+            armHeartbeat()
+        case .timeout:
+            close(reason: .pingTimeout)
+        case .none:
+            break
+        }
+    }
+
+    private static let pingPacket = EngineOutboundPacket.text(ByteBuffer(integer: EnginePacketType.ping.rawValue))
+
+    // MARK: Close
+
+    /// Ends the session: the transport is closed and the delegate told why.
+    public func close(reason: DisconnectReason) {
+        eventLoop.assertInEventLoop()
+        guard !isClosed else { return }
+        isClosed = true
+        heartbeat.stop()
+        heartbeatTimer?.cancel()
+        heartbeatTimer = nil
+        if case .probing(let probe, let timeout) = upgrade {
+            timeout?.cancel()
+            probe.close(promise: nil)
+        }
+        switch transport {
+        case .websocket(let channel):
+            let code: WebSocketErrorCode
+            switch reason {
+            case .payloadTooLarge: code = .messageTooLarge
+            case .parseError, .invalidPacket: code = .protocolError
+            case .serverShutdown: code = .goingAway
+            default: code = .normalClosure
+            }
+            var data = channel.allocator.buffer(capacity: 2)
+            data.write(webSocketErrorCode: code)
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+                .whenComplete { _ in channel.close(promise: nil) }
+        case .polling:
+            if let poll = pendingPoll {
+                pendingPoll = nil
+                pollQueue.append(Self.closePacket)
+                poll.succeed(drainPollQueue())
+            }
+        }
+        pollQueue.removeAll()
+        pollQueueBytes = 0
+        logger.debug("engine session closed", metadata: ["reason": "\(reason)"])
+        onClose(self)
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.engineSessionDidClose(self, reason: reason)
+    }
+
+    private static let closePacket = EngineOutboundPacket.text(ByteBuffer(integer: EnginePacketType.close.rawValue))
+}
+
+/// What the opening request carried, for the application (auth headers, query, peer address).
+public struct EngineHandshakeInfo: Sendable {
+    public var query: [String: String]
+    public var headers: HTTPHeadersSnapshot
+    public var remoteAddress: SocketAddress?
+
+    public init(query: [String: String], headers: HTTPHeadersSnapshot, remoteAddress: SocketAddress?) {
+        self.query = query
+        self.headers = headers
+        self.remoteAddress = remoteAddress
+    }
+}
+
+/// The few request headers the layers above may want, copied once at handshake.
+public struct HTTPHeadersSnapshot: Sendable {
+    public var origin: String?
+    public var authorization: String?
+    public var cookie: String?
+    public var userAgent: String?
+
+    public init(origin: String? = nil, authorization: String? = nil, cookie: String? = nil, userAgent: String? = nil) {
+        self.origin = origin
+        self.authorization = authorization
+        self.cookie = cookie
+        self.userAgent = userAgent
+    }
+}
+
+extension TimeAmount {
+    var milliseconds: Int64 { nanoseconds / 1_000_000 }
+}

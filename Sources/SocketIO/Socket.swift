@@ -1,0 +1,171 @@
+import EngineIO
+import Logging
+import NIOCore
+
+/// Why a server→client ack did not arrive.
+public struct AckError: Error, Sendable, Equatable, CustomStringConvertible {
+    private enum Code: Sendable { case timeout, disconnected }
+    private let code: Code
+
+    public static let timeout = AckError(code: .timeout)
+    public static let disconnected = AckError(code: .disconnected)
+
+    public var description: String {
+        switch code {
+        case .timeout: return "ack timed out"
+        case .disconnected: return "socket disconnected before acking"
+        }
+    }
+}
+
+/// A received packet with its binary attachments.
+struct InboundPacket {
+    var packet: SocketIOPacket
+    var attachments: [ByteBuffer]
+}
+
+/// One client's connection to one namespace.
+///
+/// A socket lives on its session's event loop; call its methods there.
+public final class Socket: @unchecked Sendable, Hashable {
+    // @unchecked Sendable: mutable state is confined to `eventLoop`; other loops only hold
+    // references (in room shards of the same loop, or to hop back here).
+
+    public typealias AckCallback = @Sendable (Result<[JSONValue], AckError>) -> Void
+
+    public let id: String
+    public let namespace: Namespace
+    let client: SocketIOClient
+    public var eventLoop: EventLoop { client.session.eventLoop }
+    /// The Engine.IO session this socket rides on.
+    public var session: EngineSession { client.session }
+    /// Rooms joined, besides the socket's own id.
+    public private(set) var rooms: Set<String> = []
+    /// Application state attached to the socket (e.g. the authenticated user).
+    public var userData: (any Sendable)?
+
+    enum State {
+        case connecting(buffered: [InboundPacket])
+        case connected
+        case disconnected
+    }
+
+    var state: State = .connecting(buffered: [])
+    private var nextAckID = 0
+    private var pendingAcks: [Int: (callback: AckCallback, timer: Scheduled<Void>)] = [:]
+
+    init(id: String, namespace: Namespace, client: SocketIOClient) {
+        self.id = id
+        self.namespace = namespace
+        self.client = client
+    }
+
+    public static func == (lhs: Socket, rhs: Socket) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
+    public var isConnected: Bool {
+        if case .connected = state { return true }
+        return false
+    }
+
+    // MARK: Emitting
+
+    public func emit(_ event: String, _ args: [JSONValue] = []) {
+        deliver(SocketIOPacketCodec.event(event, args, namespace: namespace.name))
+    }
+
+    /// Emits and waits for the client's ack, at most `timeout` (default: the server's ackTimeout).
+    public func emit(
+        _ event: String,
+        _ args: [JSONValue],
+        ackTimeout timeout: TimeAmount? = nil,
+        callback: @escaping AckCallback
+    ) {
+        eventLoop.assertInEventLoop()
+        guard isConnected else {
+            callback(.failure(.disconnected))
+            return
+        }
+        let id = nextAckID
+        nextAckID += 1
+        let timer = eventLoop.scheduleTask(in: timeout ?? client.server.configuration.ackTimeout) {
+            [weak self] () -> Void in
+            guard let self, let pending = self.pendingAcks.removeValue(forKey: id) else { return }
+            pending.callback(.failure(.timeout))
+        }
+        pendingAcks[id] = (callback, timer)
+        deliver(SocketIOPacketCodec.event(event, args, namespace: namespace.name, ackID: id))
+    }
+
+    /// Writes an already-encoded packet to this socket's client.
+    public func deliver(_ packet: EncodedPacket) {
+        eventLoop.assertInEventLoop()
+        guard isConnected else { return }
+        let session = client.session
+        session.send(.text(packet.text))
+        for attachment in packet.attachments {
+            session.send(.binary(attachment))
+        }
+    }
+
+    func sendAck(id: Int, args: [JSONValue]) {
+        eventLoop.assertInEventLoop()
+        deliver(SocketIOPacketCodec.encode(.ack, namespace: namespace.name, ackID: id, payload: .array(args)))
+    }
+
+    func receiveAck(id: Int, args: [JSONValue]) {
+        guard let pending = pendingAcks.removeValue(forKey: id) else {
+            // A late ack (after its timeout) is harmless.
+            client.session.logger.debug("ack for unknown id", metadata: ["ack.id": "\(id)"])
+            return
+        }
+        pending.timer.cancel()
+        pending.callback(.success(args))
+    }
+
+    // MARK: Rooms
+
+    public func join(_ room: String) {
+        eventLoop.assertInEventLoop()
+        guard isConnected, room != id, rooms.insert(room).inserted else { return }
+        namespace.adapter.join(self, room: room)
+    }
+
+    public func leave(_ room: String) {
+        eventLoop.assertInEventLoop()
+        guard rooms.remove(room) != nil else { return }
+        namespace.adapter.leave(self, room: room)
+    }
+
+    public func isIn(_ room: String) -> Bool { room == id || rooms.contains(room) }
+
+    // MARK: Disconnect
+
+    /// Disconnects this socket from its namespace (sends DISCONNECT). With `closeClient`, the
+    /// whole Engine.IO session closes too.
+    public func disconnect(closeClient: Bool = false) {
+        eventLoop.assertInEventLoop()
+        guard isConnected else { return }
+        deliver(SocketIOPacketCodec.encode(.disconnect, namespace: namespace.name))
+        client.removeSocket(self, reason: .serverDisconnect)
+        if closeClient {
+            client.session.close(reason: .serverDisconnect)
+        }
+    }
+
+    /// Tears the socket down: leaves every room, fails pending acks, tells the handlers.
+    func teardown(reason: DisconnectReason) {
+        let wasConnected = isConnected
+        state = .disconnected
+        guard wasConnected else { return }
+        namespace.adapter.socketDisconnected(self)
+        rooms.removeAll()
+        let acks = pendingAcks
+        pendingAcks.removeAll()
+        for (_, pending) in acks {
+            pending.timer.cancel()
+            pending.callback(.failure(.disconnected))
+        }
+        namespace.handlers.disconnected?(self, reason)
+    }
+}

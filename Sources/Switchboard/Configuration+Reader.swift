@@ -1,0 +1,217 @@
+import EngineIO
+import Logging
+import NIOCore
+
+/// Reads configuration from flags, then the environment, then the defaults — in that order of
+/// precedence. Each setting names its flag and environment variables; a bad value is refused
+/// with the name the operator used.
+public struct ConfigurationReader {
+    public var flags: [String: String]
+    public var environment: [String: String]
+
+    public init(flags: [String: String], environment: [String: String]) {
+        self.flags = flags
+        self.environment = environment
+    }
+
+    /// How a bare number (no unit) is read for a duration.
+    enum BareUnit: Sendable { case milliseconds, seconds }
+
+    struct Setting: Sendable {
+        let flag: String
+        /// Environment variables, first match wins, with the unit of a bare duration.
+        let environment: [(name: String, unit: BareUnit)]
+        let apply: @Sendable (inout SwitchboardConfiguration, String, BareUnit) throws(ConfigurationError.Reason) -> Void
+    }
+
+    /// Every setting a node reads. The README's configuration table mirrors this list.
+    static let settings: [Setting] = [
+        Setting(flag: "host", environment: [("SWITCHBOARD_HOST", .milliseconds)]) { config, value, _ throws(ConfigurationError.Reason) in
+            guard !value.isEmpty else { throw .init("must not be empty") }
+            config.listener.host = value
+        },
+        Setting(flag: "port", environment: [("SWITCHBOARD_PORT", .milliseconds), ("PORT", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let port = Int(value), (0...65535).contains(port) else { throw .init("must be a port number 0-65535") }
+            config.listener.port = port
+        },
+        Setting(flag: "path", environment: [("SWITCHBOARD_PATH", .milliseconds)]) { config, value, _ throws(ConfigurationError.Reason) in
+            guard value.hasPrefix("/"), !value.contains("?"), !value.contains(" ") else {
+                throw .init("must be an absolute URL path such as /ws/socket.io")
+            }
+            config.socketIO.path = value
+        },
+        Setting(
+            flag: "ping-interval",
+            environment: [("SWITCHBOARD_PING_INTERVAL", .milliseconds), ("WEBSOCKET_SERVER_PING_INTERVAL", .seconds)]
+        ) { config, value, unit throws(ConfigurationError.Reason) in
+            config.socketIO.pingInterval = try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(
+            flag: "ping-timeout",
+            environment: [("SWITCHBOARD_PING_TIMEOUT", .milliseconds), ("WEBSOCKET_SERVER_PING_TIMEOUT", .seconds)]
+        ) { config, value, unit throws(ConfigurationError.Reason) in
+            config.socketIO.pingTimeout = try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(flag: "connect-timeout", environment: [("SWITCHBOARD_CONNECT_TIMEOUT", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.socketIO.connectTimeout = try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(flag: "max-payload", environment: [("SWITCHBOARD_MAX_PAYLOAD", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let bytes = Int(value), bytes >= 64, bytes <= 256 * 1024 * 1024 else {
+                throw .init("must be a byte count from 64 to 268435456")
+            }
+            config.socketIO.maxPayload = bytes
+        },
+        Setting(flag: "max-outbound-bytes", environment: [("SWITCHBOARD_MAX_OUTBOUND_BYTES", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let bytes = Int(value), bytes >= 1024 else { throw .init("must be a byte count of at least 1024") }
+            config.socketIO.maxOutboundBytes = bytes
+        },
+        Setting(
+            flag: "cors-origins",
+            environment: [("SWITCHBOARD_CORS_ORIGINS", .milliseconds), ("CORS_ALLOW_ORIGIN", .milliseconds)]
+        ) { config, value, _ throws(ConfigurationError.Reason) in
+            let origins = value.split(separator: ";").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+            guard !origins.isEmpty else { throw .init("must list at least one origin, or *") }
+            for origin in origins where origin != "*" {
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://") else {
+                    throw .init("origin \"\(origin)\" must start with http:// or https://")
+                }
+            }
+            config.socketIO.corsOrigins = origins
+        },
+        Setting(flag: "transports", environment: [("SWITCHBOARD_TRANSPORTS", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            var transports: EngineTransports = []
+            for name in value.split(separator: ",").map({ $0.trimmingSpaces() }) {
+                switch name {
+                case "polling": transports.insert(.polling)
+                case "websocket": transports.insert(.websocket)
+                default: throw .init("unknown transport \"\(name)\" (use polling, websocket)")
+                }
+            }
+            guard !transports.isEmpty else { throw .init("must name at least one transport") }
+            config.socketIO.transports = transports
+        },
+        Setting(flag: "enable-websocket", environment: [("ENABLE_WEBSOCKET_SUPPORT", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let enabled = parseBool(value) else { throw .init("must be true or false") }
+            if !enabled { config.socketIO.transports = .polling }
+        },
+        Setting(flag: "log-level", environment: [("SWITCHBOARD_LOG_LEVEL", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let level = Logger.Level(rawValue: value.lowercased()) else {
+                throw .init("must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            config.logLevel = level
+        },
+        Setting(flag: "threads", environment: [("SWITCHBOARD_THREADS", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let threads = Int(value), (1...256).contains(threads) else { throw .init("must be 1-256") }
+            config.eventLoopThreads = threads
+        },
+    ]
+
+    /// The configuration, or the first setting that is invalid.
+    public func read(defaults: SwitchboardConfiguration = SwitchboardConfiguration()) throws(ConfigurationError)
+        -> SwitchboardConfiguration
+    {
+        var config = defaults
+        // `transports` must win over ENABLE_WEBSOCKET_SUPPORT, so it is applied after it.
+        let ordered =
+            Self.settings.filter { $0.flag == "enable-websocket" } + Self.settings.filter { $0.flag != "enable-websocket" }
+        for setting in ordered {
+            if let value = flags[setting.flag] {
+                do throws(ConfigurationError.Reason) {
+                    try setting.apply(&config, value, .milliseconds)
+                } catch {
+                    throw ConfigurationError(setting: "--\(setting.flag)", value: value, reason: error.message)
+                }
+                continue
+            }
+            for variable in setting.environment {
+                guard let value = environment[variable.name] else { continue }
+                do throws(ConfigurationError.Reason) {
+                    try setting.apply(&config, value, variable.unit)
+                } catch {
+                    throw ConfigurationError(setting: variable.name, value: value, reason: error.message)
+                }
+                break
+            }
+        }
+        try validate(config)
+        return config
+    }
+
+    private func validate(_ config: SwitchboardConfiguration) throws(ConfigurationError) {
+        if config.socketIO.maxOutboundBytes < config.socketIO.maxPayload {
+            throw ConfigurationError(
+                setting: "max-outbound-bytes",
+                value: String(config.socketIO.maxOutboundBytes),
+                reason: "must be at least max-payload (\(config.socketIO.maxPayload))"
+            )
+        }
+    }
+
+    static func parsePositiveDuration(_ text: String, unit: BareUnit) throws(ConfigurationError.Reason) -> TimeAmount {
+        let value = text.trimmingSpaces()
+        let number: Substring
+        let scale: Int64
+        if value.hasSuffix("ms") {
+            number = value.dropLast(2)
+            scale = 1_000_000
+        } else if value.hasSuffix("s") {
+            number = value.dropLast()
+            scale = 1_000_000_000
+        } else if value.hasSuffix("m") {
+            number = value.dropLast()
+            scale = 60_000_000_000
+        } else {
+            number = value[...]
+            scale = unit == .seconds ? 1_000_000_000 : 1_000_000
+        }
+        guard let amount = Double(number), amount > 0, amount * Double(scale) < 1e18 else {
+            throw .init("must be a positive duration such as 25s, 300ms or a number of \(unit == .seconds ? "seconds" : "milliseconds")")
+        }
+        return .nanoseconds(Int64(amount * Double(scale)))
+    }
+
+    static func parseBool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: return nil
+        }
+    }
+}
+
+extension ConfigurationError {
+    public struct Reason: Error {
+        let message: String
+        init(_ message: String) { self.message = message }
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        String(self.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}
