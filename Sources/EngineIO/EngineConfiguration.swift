@@ -19,6 +19,13 @@ public enum CORSPolicy: Sendable, Equatable {
     /// No CORS headers at all.
     case disabled
 
+    /// False for a request whose `Origin` is present and not allowed: such requests are refused,
+    /// WebSocket upgrades included (browsers apply no CORS to WebSockets).
+    public func admits(origins: [String]) -> Bool {
+        guard case .origins(let list) = self, !origins.isEmpty else { return true }
+        return origins.contains(where: list.contains)
+    }
+
     /// The value of `Access-Control-Allow-Origin` for a request's `Origin`, or nil to send none.
     public func allowedOrigin(for origin: String?) -> String? {
         switch self {

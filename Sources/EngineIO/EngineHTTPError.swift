@@ -20,6 +20,8 @@ public struct EngineHTTPError: Error, Sendable, Equatable {
         message: "Unsupported protocol version",
         status: .badRequest
     )
+    /// An `Origin` outside the configured CORS origins (as python-engineio answers it).
+    public static let originNotAllowed = EngineHTTPError(code: 3, message: "Origin not allowed", status: .badRequest)
     public static let payloadTooLarge = EngineHTTPError(
         code: 3,
         message: "Payload too large",

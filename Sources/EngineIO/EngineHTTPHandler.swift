@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 
 /// A complete HTTP response for routes that are not Engine.IO.
 public struct HTTPResponse: Sendable {
@@ -182,6 +183,12 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A refused WebSocket upgrade is answered as a plain request with the protocol's error.
+        if error is NIOWebSocketUpgradeError { return }
+        context.close(promise: nil)
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             // A poll parked at a session is answered within pingInterval; anything quieter is stalled.
@@ -214,6 +221,9 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         state = .discarding
+        guard endpoint.configuration.cors.admits(origins: head.headers["Origin"]) else {
+            return fail(.originNotAllowed, cors: cors, context: context)
+        }
         guard query["EIO"] == "4" else {
             return fail(.unsupportedProtocolVersion, cors: cors, context: context)
         }
@@ -355,7 +365,8 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Responses
 
     private func corsHeaders(for head: HTTPRequestHead, endpoint: EngineServer) -> HTTPHeaders {
-        let origin = head.headers.first(name: "Origin")
+        let origins = head.headers["Origin"]
+        let origin = origins.first(where: { endpoint.configuration.cors.admits(origins: [$0]) }) ?? origins.first
         guard let allowed = endpoint.configuration.cors.allowedOrigin(for: origin) else { return [:] }
         var headers: HTTPHeaders = ["Access-Control-Allow-Origin": allowed]
         if origin != nil {

@@ -78,6 +78,10 @@ public enum EnginePacketCodec {
                 }
                 packets.append(.binary(ByteBuffer(bytes: decoded)))
             } else {
+                // Text must be UTF-8, as over WebSocket.
+                guard UTF8Validation.isValid(record.readableBytesView) else {
+                    throw EngineDecodingError("invalid UTF-8 in text record")
+                }
                 packets.append(try decodeText(record))
             }
             if end == view.endIndex { break }

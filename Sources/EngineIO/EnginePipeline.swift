@@ -11,7 +11,8 @@ public enum EnginePipeline {
         let maxFrame = router.endpoints.map(\.configuration.maxPayload).max() ?? 1_000_000
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: max(maxFrame, 1 << 14),
-            automaticErrorHandling: true,
+            // Frame errors reach the session's handler, which logs the reason and sends the close code.
+            automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 shouldUpgrade(channel: channel, head: head, router: router)
             },
@@ -43,7 +44,8 @@ public enum EnginePipeline {
         let (path, query) = RequestTarget.parse(head.uri)
         guard let endpoint = router.endpoint(for: path),
             endpoint.configuration.transports.contains(.websocket),
-            query["EIO"] == "4", query["transport"] == "websocket"
+            query["EIO"] == "4", query["transport"] == "websocket",
+            endpoint.configuration.cors.admits(origins: head.headers["Origin"])
         else {
             // Not ours to upgrade: the HTTP handler answers with the protocol's error.
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -73,6 +75,7 @@ public enum EnginePipeline {
             value: .init(low: configuration.maxOutboundBytes / 2, high: configuration.maxOutboundBytes)
         ).whenFailure { _ in }
         do {
+            try channel.pipeline.syncOperations.addHandler(WebSocketMaskCheck())
             try channel.pipeline.syncOperations.addHandler(
                 NIOWebSocketFrameAggregator(
                     minNonFinalFragmentSize: 0,

@@ -49,13 +49,17 @@ public final class EngineSession: @unchecked Sendable {
 
     private(set) var transport: Transport
     private(set) var upgrade: Upgrade = .none
-    public private(set) var isClosed = false
+    public var isClosed: Bool { closeReason != nil }
+    public private(set) var closeReason: DisconnectReason?
     private var heartbeat: HeartbeatStateMachine
     private var heartbeatTimer: Scheduled<Void>?
     private var pendingPoll: EventLoopPromise<ByteBuffer>?
     private var pollQueue: [EngineOutboundPacket] = []
     private var pollQueueBytes = 0
     private var pollFlushScheduled = false
+    /// Closed by the server while no poll was parked: the queue (ending with a close packet) waits
+    /// for the client's next GET, then the session is forgotten.
+    private var lingering: Scheduled<Void>?
     private let onClose: @Sendable (EngineSession) -> Void
 
     init(
@@ -184,6 +188,13 @@ public final class EngineSession: @unchecked Sendable {
     /// A GET poll. The promise is answered with the payload to send (or fails with an HTTP error).
     func poll(_ promise: EventLoopPromise<ByteBuffer>) {
         eventLoop.assertInEventLoop()
+        if isClosed, let lingering {
+            lingering.cancel()
+            self.lingering = nil
+            promise.succeed(drainPollQueue())
+            onClose(self)
+            return
+        }
         guard !isClosed, case .polling = transport else {
             promise.fail(EngineHTTPError.badRequest)
             return
@@ -235,14 +246,14 @@ public final class EngineSession: @unchecked Sendable {
         do {
             packets = try EnginePacketCodec.decodePayload(body)
         } catch {
-            logger.debug("invalid polling payload", metadata: ["error": "\(error)"])
-            close(reason: .parseError)
+            close(reason: .parseError, detail: "invalid polling payload: \(error)")
             throw .badRequest
         }
         for packet in packets {
             guard !isClosed else { break }
             receive(packet)
         }
+        if closeReason == .parseError { throw .badRequest }
     }
 
     // MARK: Inbound
@@ -259,13 +270,17 @@ public final class EngineSession: @unchecked Sendable {
             case .message:
                 delegate?.engineSession(self, didReceive: .text(data))
             case .pong:
-                heartbeat.pongReceived(now: eventLoop.now)
+                guard heartbeat.pongReceived(now: eventLoop.now) else {
+                    return close(reason: .parseError, detail: "pong without a ping")
+                }
+                // The next ping is due one interval after this pong.
+                heartbeatTimer?.cancel()
+                armHeartbeat()
             case .close:
                 close(reason: .clientClose)
             case .ping, .open, .upgrade, .noop:
                 // v4 clients never ping; these types have no meaning from a client here.
-                logger.debug("unexpected packet type from client", metadata: ["type": "\(type)"])
-                close(reason: .parseError)
+                close(reason: .parseError, detail: "unexpected packet type \(type) from the client")
             }
         }
     }
@@ -333,15 +348,27 @@ public final class EngineSession: @unchecked Sendable {
         schedulePollFlush()
     }
 
-    /// The WebSocket carrying the session closed (by the peer or an error).
-    func websocketClosed(_ channel: Channel, reason: DisconnectReason) {
+    /// The WebSocket carrying the session (or probing for it) closed or failed. With `code`, the
+    /// connection is still open and is closed with that WebSocket close code.
+    func websocketClosed(_ channel: Channel, reason: DisconnectReason, code: WebSocketErrorCode? = nil, detail: String? = nil) {
         eventLoop.assertInEventLoop()
         if case .probing(let probe, _) = upgrade, probe === channel {
             probeFailed(channel, closeIt: false)
+            if let code { Self.closeWebSocket(channel, code: code) }
             return
         }
-        guard case .websocket(let current) = transport, current === channel else { return }
-        close(reason: reason)
+        guard case .websocket(let current) = transport, current === channel, !isClosed else {
+            if let code { Self.closeWebSocket(channel, code: code) }
+            return
+        }
+        close(reason: reason, detail: detail, webSocketCode: code)
+    }
+
+    static func closeWebSocket(_ channel: Channel, code: WebSocketErrorCode) {
+        var data = channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+            .whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: Heartbeat
@@ -372,11 +399,15 @@ public final class EngineSession: @unchecked Sendable {
 
     // MARK: Close
 
-    /// Ends the session: the transport is closed and the delegate told why.
-    public func close(reason: DisconnectReason) {
+    /// Ends the session: the transport is closed, the reason logged and the delegate told why.
+    public func close(reason: DisconnectReason, detail: String? = nil) {
+        close(reason: reason, detail: detail, webSocketCode: nil)
+    }
+
+    private func close(reason: DisconnectReason, detail: String?, webSocketCode: WebSocketErrorCode?) {
         eventLoop.assertInEventLoop()
         guard !isClosed else { return }
-        isClosed = true
+        closeReason = reason
         heartbeat.stop()
         heartbeatTimer?.cancel()
         heartbeatTimer = nil
@@ -384,36 +415,66 @@ public final class EngineSession: @unchecked Sendable {
             timeout?.cancel()
             probe.close(promise: nil)
         }
+        var forgetNow = true
         switch transport {
         case .websocket(let channel):
             let code: WebSocketErrorCode
             switch reason {
-            case .payloadTooLarge: code = .messageTooLarge
-            case .parseError, .invalidPacket: code = .protocolError
-            case .serverShutdown: code = .goingAway
-            default: code = .normalClosure
+            case .payloadTooLarge: code = webSocketCode ?? .messageTooLarge
+            case .parseError, .invalidPacket: code = webSocketCode ?? .protocolError
+            case .serverShutdown: code = webSocketCode ?? .goingAway
+            default: code = webSocketCode ?? .normalClosure
             }
-            var data = channel.allocator.buffer(capacity: 2)
-            data.write(webSocketErrorCode: code)
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-                .whenComplete { _ in channel.close(promise: nil) }
+            if reason != .transportClose { Self.closeWebSocket(channel, code: code) }
+            pollQueue.removeAll()
         case .polling:
+            // A client that sent `1` is answered with a noop; otherwise the client learns of the
+            // close from a close packet, now or at its next GET.
+            let farewell = reason == .clientClose ? Self.noopPacket : Self.closePacket
+            if reason == .slowConsumer { pollQueue.removeAll() }
             if let poll = pendingPoll {
                 pendingPoll = nil
-                pollQueue.append(Self.closePacket)
+                if reason == .clientClose { pollQueue.removeAll() }
+                pollQueue.append(farewell)
                 poll.succeed(drainPollQueue())
+            } else if Self.lingersForNextPoll(reason) {
+                pollQueue.append(farewell)
+                forgetNow = false
+                lingering = eventLoop.scheduleTask(in: configuration.pingTimeout) { [weak self] () -> Void in
+                    guard let self else { return }
+                    self.lingering = nil
+                    self.pollQueue.removeAll()
+                    self.onClose(self)
+                }
             }
+            if forgetNow { pollQueue.removeAll() }
         }
-        pollQueue.removeAll()
         pollQueueBytes = 0
-        logger.debug("engine session closed", metadata: ["reason": "\(reason)"])
-        onClose(self)
+        var metadata: Logger.Metadata = ["reason": "\(reason)"]
+        if let detail { metadata["detail"] = "\(detail)" }
+        switch reason {
+        case .clientClose, .transportClose:
+            logger.debug("session closed", metadata: metadata)
+        default:
+            logger.info("session closed", metadata: metadata)
+        }
+        if forgetNow { onClose(self) }
         let delegate = self.delegate
         self.delegate = nil
         delegate?.engineSessionDidClose(self, reason: reason)
     }
 
+    /// Closes the client did not cause by misbehaving on this transport: a client still polling
+    /// should learn of them from a close packet rather than an unknown-session error.
+    private static func lingersForNextPoll(_ reason: DisconnectReason) -> Bool {
+        switch reason {
+        case .serverDisconnect, .serverShutdown, .connectTimeout, .invalidPacket, .slowConsumer: return true
+        default: return false
+        }
+    }
+
     private static let closePacket = EngineOutboundPacket.text(ByteBuffer(integer: EnginePacketType.close.rawValue))
+    private static let noopPacket = EngineOutboundPacket.text(ByteBuffer(integer: EnginePacketType.noop.rawValue))
 }
 
 /// What the opening request carried, for the application (auth headers, query, peer address).

@@ -26,23 +26,24 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        guard frame.maskKey != nil else {
-            // RFC 6455 §5.1: clients must mask every frame.
-            return fail(context: context, reason: .parseError, code: .protocolError)
-        }
         switch frame.opcode {
-        case .text:
+        case .text, .binary:
+            // The aggregator bounds fragmented messages; a single frame is bounded here.
+            guard frame.length <= session.configuration.maxPayload else {
+                return fail(context: context, reason: .payloadTooLarge, code: .messageTooLarge, detail: "frame too large")
+            }
             let payload = frame.unmaskedData
+            guard frame.opcode == .text else {
+                return deliver(.binary(payload), channel: context.channel)
+            }
             guard UTF8Validation.isValid(payload.readableBytesView) else {
-                return fail(context: context, reason: .parseError, code: .dataInconsistentWithMessage)
+                return fail(context: context, reason: .parseError, code: .dataInconsistentWithMessage, detail: "invalid UTF-8")
             }
             do {
                 deliver(try EnginePacketCodec.decodeText(payload), channel: context.channel)
             } catch {
-                fail(context: context, reason: .parseError, code: .protocolError)
+                fail(context: context, reason: .parseError, code: .protocolError, detail: error.description)
             }
-        case .binary:
-            deliver(.binary(frame.unmaskedData), channel: context.channel)
         case .ping:
             var pong = frame.unmaskedData
             pong = context.channel.allocator.buffer(buffer: pong)
@@ -61,7 +62,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
         case .pong, .continuation:
             break
         default:
-            fail(context: context, reason: .parseError, code: .protocolError)
+            fail(context: context, reason: .parseError, code: .protocolError, detail: "unknown opcode")
         }
     }
 
@@ -86,16 +87,18 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
         }
     }
 
-    private func fail(context: ChannelHandlerContext, reason: DisconnectReason, code: WebSocketErrorCode) {
-        session.logger.debug("websocket closed", metadata: ["reason": "\(reason)"])
-        if !closeSent {
-            closeSent = true
-            var data = context.channel.allocator.buffer(capacity: 2)
-            data.write(webSocketErrorCode: code)
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
-                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    /// Ends the connection for a protocol error: the session logs the reason and closes the
+    /// WebSocket with `code`.
+    private func fail(context: ChannelHandlerContext, reason: DisconnectReason, code: WebSocketErrorCode, detail: String) {
+        guard !closeSent else { return }
+        closeSent = true
+        let session = self.session
+        let channel = context.channel
+        if session.eventLoop.inEventLoop {
+            session.websocketClosed(channel, reason: reason, code: code, detail: detail)
+        } else {
+            session.eventLoop.execute { session.websocketClosed(channel, reason: reason, code: code, detail: detail) }
         }
-        notifyClosed(context.channel, reason: reason)
     }
 
     private func notifyClosed(_ channel: Channel, reason: DisconnectReason) {
@@ -113,15 +116,14 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        let reason: DisconnectReason
         switch error {
-        case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge,
-            NIOWebSocketError.invalidFrameLength:
-            reason = .payloadTooLarge
+        case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge, NIOWebSocketError.invalidFrameLength:
+            fail(context: context, reason: .payloadTooLarge, code: .messageTooLarge, detail: "\(error)")
+        case is UnmaskedFrameError, is NIOWebSocketFrameAggregator.Error, is NIOWebSocketError:
+            fail(context: context, reason: .parseError, code: .protocolError, detail: "\(error)")
         default:
-            reason = .transportError
+            fail(context: context, reason: .transportError, code: .unexpectedServerError, detail: "\(error)")
         }
-        fail(context: context, reason: reason, code: reason == .payloadTooLarge ? .messageTooLarge : .protocolError)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -142,6 +144,28 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension EngineWebSocketHandler: Sendable {}
+
+/// RFC 6455 §5.1: a client must mask every frame. Checked before fragments are aggregated (the
+/// aggregator unmasks them).
+final class WebSocketMaskCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard unwrapInboundIn(data).maskKey != nil else {
+            context.fireErrorCaught(UnmaskedFrameError())
+            return
+        }
+        context.fireChannelRead(data)
+    }
+}
+
+@available(*, unavailable)
+extension WebSocketMaskCheck: Sendable {}
+
+struct UnmaskedFrameError: Error, CustomStringConvertible {
+    var description: String { "unmasked frame from a client" }
+}
 
 /// UTF-8 validation for WebSocket text frames, with an ASCII fast path.
 public enum UTF8Validation {

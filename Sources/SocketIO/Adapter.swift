@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Whom a broadcast reaches.
@@ -13,11 +14,33 @@ public struct BroadcastOptions: Sendable, Equatable {
     }
 }
 
+/// The answers to a broadcast that asked every recipient for an ack.
+public struct BroadcastAckResult: Sendable, Equatable {
+    /// Each recipient's ack arguments, in arrival order.
+    public var responses: [[JSONValue]]
+    /// How many sockets the broadcast reached.
+    public var recipients: Int
+    /// True if some recipients (or nodes) did not answer in time.
+    public var timedOut: Bool
+
+    public init(responses: [[JSONValue]] = [], recipients: Int = 0, timedOut: Bool = false) {
+        self.responses = responses
+        self.recipients = recipients
+        self.timedOut = timedOut
+    }
+}
+
+/// Sees a room's local membership start and end, per event loop (the cluster registers rooms).
+public protocol RoomOccupancyObserver: AnyObject, Sendable {
+    /// Called on `eventLoop` when its first local member joins `room` (`occupied`) or its last leaves.
+    func roomOccupancyChanged(namespace: String, room: String, occupied: Bool, eventLoop: EventLoop)
+}
+
 /// Rooms and broadcasts of one namespace. The in-memory adapter serves one node; the cluster
 /// adapter implements the same protocol across nodes.
 ///
 /// `socketConnected`, `socketDisconnected`, `join` and `leave` are called on the socket's event
-/// loop. `broadcast` and the queries may be called from any thread.
+/// loop. The other methods may be called from any thread.
 public protocol SocketIOAdapter: AnyObject, Sendable {
     func socketConnected(_ socket: Socket)
     func socketDisconnected(_ socket: Socket)
@@ -25,10 +48,36 @@ public protocol SocketIOAdapter: AnyObject, Sendable {
     func leave(_ socket: Socket, room: String)
     /// Delivers an encoded packet to the matching sockets. Returns without waiting.
     func broadcast(_ packet: EncodedPacket, options: BroadcastOptions)
+    /// Delivers a packet carrying ack id `ackID` and collects every recipient's answer until `timeout`.
+    func broadcast(
+        _ packet: EncodedPacket,
+        options: BroadcastOptions,
+        ackID: Int,
+        timeout: TimeAmount,
+        completion: @escaping @Sendable (BroadcastAckResult) -> Void
+    )
     /// Ids of the sockets matching `options`.
     func socketIDs(matching options: BroadcastOptions) -> EventLoopFuture<Set<String>>
-    /// Runs `body` on every matching socket, on the socket's own loop (remote join/leave/disconnect).
-    func forEachSocket(matching options: BroadcastOptions, _ body: @escaping @Sendable (Socket) -> Void)
+    /// Makes the matching sockets join `rooms`.
+    func addSockets(matching options: BroadcastOptions, to rooms: [String])
+    /// Makes the matching sockets leave `rooms`.
+    func removeSockets(matching options: BroadcastOptions, from rooms: [String])
+    /// Disconnects the matching sockets (and their whole client with `closeClient`).
+    func disconnectSockets(matching options: BroadcastOptions, closeClient: Bool)
+}
+
+/// Ack ids for broadcasts with acks: one id shared by every recipient, from a range no socket's
+/// own counter reaches.
+public enum BroadcastAckIDs {
+    private static let counter = NIOLockedValueBox<Int>(0)
+    public static let base = 1 << 40
+
+    public static func next() -> Int {
+        base + counter.withLockedValue { value in
+            value = (value + 1) % (1 << 52 - base)
+            return value
+        }
+    }
 }
 
 /// Rooms kept in memory, sharded per event loop: each loop owns the membership of the sockets
@@ -38,18 +87,20 @@ public final class InMemoryAdapter: SocketIOAdapter {
     private let shardIndex: [ObjectIdentifier: Int]
     /// A loop to answer queries on.
     private let queryLoop: EventLoop
+    public let namespace: String
 
-    public init(eventLoops: [EventLoop]) {
+    public init(namespace: String = "/", eventLoops: [EventLoop], observer: RoomOccupancyObserver? = nil) {
         precondition(!eventLoops.isEmpty, "an adapter needs at least one event loop")
-        self.shards = eventLoops.map(RoomShard.init(eventLoop:))
+        self.namespace = namespace
+        self.shards = eventLoops.map { RoomShard(eventLoop: $0, namespace: namespace, observer: observer) }
         var index: [ObjectIdentifier: Int] = [:]
         for (offset, loop) in eventLoops.enumerated() { index[ObjectIdentifier(loop)] = offset }
         self.shardIndex = index
         self.queryLoop = eventLoops[0]
     }
 
-    public convenience init(group: EventLoopGroup) {
-        self.init(eventLoops: Array(group.makeIterator()))
+    public convenience init(namespace: String = "/", group: EventLoopGroup, observer: RoomOccupancyObserver? = nil) {
+        self.init(namespace: namespace, eventLoops: Array(group.makeIterator()), observer: observer)
     }
 
     private func shard(for socket: Socket) -> RoomShard {
@@ -79,6 +130,49 @@ public final class InMemoryAdapter: SocketIOAdapter {
         forEachSocket(matching: options) { $0.deliver(packet) }
     }
 
+    public func broadcast(
+        _ packet: EncodedPacket,
+        options: BroadcastOptions,
+        ackID: Int,
+        timeout: TimeAmount,
+        completion: @escaping @Sendable (BroadcastAckResult) -> Void
+    ) {
+        let collector = AckCollector(expectedParts: shards.count, timeout: timeout, on: queryLoop, completion: completion)
+        for shard in shards {
+            shard.eventLoop.execute {
+                var count = 0
+                shard.forEach(matching: options) { socket in
+                    guard socket.isConnected else { return }
+                    count += 1
+                    socket.expectAck(id: ackID, timeout: timeout) { result in
+                        if case .success(let args) = result { collector.answer(args) }
+                    }
+                    socket.deliver(packet)
+                }
+                collector.partReported(recipients: count)
+            }
+        }
+    }
+
+    public func addSockets(matching options: BroadcastOptions, to rooms: [String]) {
+        forEachSocket(matching: options) { socket in
+            for room in rooms { socket.join(room) }
+        }
+    }
+
+    public func removeSockets(matching options: BroadcastOptions, from rooms: [String]) {
+        forEachSocket(matching: options) { socket in
+            for room in rooms { socket.leave(room) }
+        }
+    }
+
+    public func disconnectSockets(matching options: BroadcastOptions, closeClient: Bool) {
+        forEachSocket(matching: options) { socket in
+            socket.disconnect(closeClient: closeClient)
+        }
+    }
+
+    /// Runs `body` for every matching socket on its own loop.
     public func forEachSocket(matching options: BroadcastOptions, _ body: @escaping @Sendable (Socket) -> Void) {
         for shard in shards {
             if shard.eventLoop.inEventLoop {
@@ -100,6 +194,12 @@ public final class InMemoryAdapter: SocketIOAdapter {
         return EventLoopFuture.reduce(into: Set<String>(), futures, on: queryLoop) { $0.formUnion($1) }
     }
 
+    /// Connected sockets of this namespace on this node.
+    public func socketCount() -> EventLoopFuture<Int> {
+        let futures = shards.map { shard in shard.eventLoop.submit { shard.socketCount } }
+        return EventLoopFuture.reduce(0, futures, on: queryLoop, +)
+    }
+
     /// Local rooms and their sizes (for introspection and metrics).
     public func roomSizes() -> EventLoopFuture<[String: Int]> {
         let futures = shards.map { shard in shard.eventLoop.submit { shard.roomSizes() } }
@@ -113,12 +213,18 @@ public final class InMemoryAdapter: SocketIOAdapter {
 final class RoomShard: @unchecked Sendable {
     // @unchecked Sendable: `sockets` and `rooms` are only touched on `eventLoop` (asserted).
     let eventLoop: EventLoop
+    let namespace: String
+    let observer: RoomOccupancyObserver?
     private var sockets: [String: Socket] = [:]
     private var rooms: [String: Set<Socket>] = [:]
 
-    init(eventLoop: EventLoop) {
+    init(eventLoop: EventLoop, namespace: String, observer: RoomOccupancyObserver?) {
         self.eventLoop = eventLoop
+        self.namespace = namespace
+        self.observer = observer
     }
+
+    var socketCount: Int { sockets.count }
 
     func add(_ socket: Socket) {
         eventLoop.assertInEventLoop()
@@ -135,14 +241,21 @@ final class RoomShard: @unchecked Sendable {
 
     func join(_ socket: Socket, room: String) {
         eventLoop.assertInEventLoop()
-        rooms[room, default: []].insert(socket)
+        let inserted = rooms[room, default: []].insert(socket).inserted
+        if inserted, rooms[room]?.count == 1 {
+            observer?.roomOccupancyChanged(namespace: namespace, room: room, occupied: true, eventLoop: eventLoop)
+        }
     }
 
     func leave(_ socket: Socket, room: String) {
         eventLoop.assertInEventLoop()
-        guard var members = rooms[room] else { return }
-        members.remove(socket)
-        rooms[room] = members.isEmpty ? nil : members
+        guard var members = rooms[room], members.remove(socket) != nil else { return }
+        if members.isEmpty {
+            rooms[room] = nil
+            observer?.roomOccupancyChanged(namespace: namespace, room: room, occupied: false, eventLoop: eventLoop)
+        } else {
+            rooms[room] = members
+        }
     }
 
     func roomSizes() -> [String: Int] {
@@ -179,5 +292,77 @@ final class RoomShard: @unchecked Sendable {
             }
         }
         return result
+    }
+}
+
+/// Gathers the answers of a broadcast with acks from several parts (loops, or nodes).
+public final class AckCollector: Sendable {
+    private struct State {
+        var pendingParts: Int
+        var expected = 0
+        var result = BroadcastAckResult()
+        var done = false
+        var timer: Scheduled<Void>?
+    }
+
+    private let lock: NIOLockedValueBox<State>
+    private let completion: @Sendable (BroadcastAckResult) -> Void
+
+    public init(
+        expectedParts: Int,
+        timeout: TimeAmount,
+        on eventLoop: EventLoop,
+        completion: @escaping @Sendable (BroadcastAckResult) -> Void
+    ) {
+        self.lock = NIOLockedValueBox(State(pendingParts: expectedParts))
+        self.completion = completion
+        let scheduled = eventLoop.scheduleTask(in: timeout) { [weak self] () -> Void in
+            self?.finish(timedOut: true)
+        }
+        lock.withLockedValue { $0.timer = scheduled }
+    }
+
+    /// A part (a loop or a node) says how many sockets it reached.
+    public func partReported(recipients: Int) {
+        let ready = lock.withLockedValue { state -> Bool in
+            state.pendingParts -= 1
+            state.expected += recipients
+            state.result.recipients += recipients
+            return state.pendingParts <= 0 && state.result.responses.count >= state.expected
+        }
+        if ready { finish(timedOut: false) }
+    }
+
+    /// A part reports its whole result at once.
+    public func partCompleted(_ part: BroadcastAckResult) {
+        let ready = lock.withLockedValue { state -> Bool in
+            state.pendingParts -= 1
+            state.expected += part.recipients
+            state.result.recipients += part.recipients
+            state.result.responses.append(contentsOf: part.responses)
+            if part.timedOut { state.result.timedOut = true }
+            return state.pendingParts <= 0 && state.result.responses.count >= state.expected
+        }
+        if ready { finish(timedOut: lock.withLockedValue { $0.result.timedOut }) }
+    }
+
+    public func answer(_ args: [JSONValue]) {
+        let ready = lock.withLockedValue { state -> Bool in
+            state.result.responses.append(args)
+            return state.pendingParts <= 0 && state.result.responses.count >= state.expected
+        }
+        if ready { finish(timedOut: false) }
+    }
+
+    private func finish(timedOut: Bool) {
+        let finished = lock.withLockedValue { state -> (BroadcastAckResult, Scheduled<Void>?)? in
+            guard !state.done else { return nil }
+            state.done = true
+            state.result.timedOut = timedOut
+            return (state.result, state.timer)
+        }
+        guard let (result, timer) = finished else { return }
+        timer?.cancel()
+        completion(result)
     }
 }

@@ -97,6 +97,20 @@ public final class Socket: @unchecked Sendable, Hashable {
         deliver(SocketIOPacketCodec.event(event, args, namespace: namespace.name, ackID: id))
     }
 
+    /// Waits for the client's ack `id` of a packet the caller delivers (broadcasts with acks).
+    public func expectAck(id: Int, timeout: TimeAmount, callback: @escaping AckCallback) {
+        eventLoop.assertInEventLoop()
+        guard isConnected else {
+            callback(.failure(.disconnected))
+            return
+        }
+        let timer = eventLoop.scheduleTask(in: timeout) { [weak self] () -> Void in
+            guard let self, let pending = self.pendingAcks.removeValue(forKey: id) else { return }
+            pending.callback(.failure(.timeout))
+        }
+        pendingAcks[id] = (callback, timer)
+    }
+
     /// Writes an already-encoded packet to this socket's client.
     public func deliver(_ packet: EncodedPacket) {
         eventLoop.assertInEventLoop()
@@ -146,6 +160,10 @@ public final class Socket: @unchecked Sendable, Hashable {
     public func disconnect(closeClient: Bool = false) {
         eventLoop.assertInEventLoop()
         guard isConnected else { return }
+        client.session.logger.info(
+            "socket disconnected",
+            metadata: ["reason": "\(DisconnectReason.serverDisconnect)", "sid": "\(id)", "namespace": "\(namespace.name)"]
+        )
         deliver(SocketIOPacketCodec.encode(.disconnect, namespace: namespace.name))
         client.removeSocket(self, reason: .serverDisconnect)
         if closeClient {

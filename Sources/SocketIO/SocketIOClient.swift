@@ -22,8 +22,7 @@ final class SocketIOClient: EngineSessionDelegate {
         connectTimer = session.eventLoop.assumeIsolated().scheduleTask(in: server.configuration.connectTimeout) {
             [weak self] () -> Void in
             guard let self, self.sockets.isEmpty else { return }
-            self.session.logger.info("client closed", metadata: ["reason": "\(DisconnectReason.connectTimeout)"])
-            self.session.close(reason: .connectTimeout)
+            self.session.close(reason: .connectTimeout, detail: "no namespace connected")
         }
     }
 
@@ -69,21 +68,12 @@ final class SocketIOClient: EngineSessionDelegate {
         for socket in sockets.values {
             socket.teardown(reason: reason)
         }
-        if reason != .clientClose && reason != .transportClose {
-            session.logger.info("client disconnected", metadata: ["reason": "\(reason)"])
-        } else {
-            session.logger.debug("client disconnected", metadata: ["reason": "\(reason)"])
-        }
     }
 
     // MARK: Packets
 
     private func protocolViolation(_ detail: String) {
-        session.logger.info(
-            "closing client after invalid packet",
-            metadata: ["reason": "\(DisconnectReason.invalidPacket)", "detail": "\(detail)"]
-        )
-        session.close(reason: .invalidPacket)
+        session.close(reason: .invalidPacket, detail: detail)
     }
 
     private func handle(_ packet: SocketIOPacket, attachments: [ByteBuffer]) {

@@ -107,6 +107,26 @@ public final class Namespace: Sendable {
     public func broadcast(_ packet: EncodedPacket, to rooms: Set<String> = [], except: Set<String> = []) {
         adapter.broadcast(packet, options: BroadcastOptions(rooms: rooms, except: except))
     }
+
+    /// Emits and collects every recipient's ack (across the cluster with a cluster adapter).
+    public func emit(
+        _ event: String,
+        _ args: [JSONValue],
+        to rooms: Set<String> = [],
+        except: Set<String> = [],
+        ackTimeout: TimeAmount,
+        completion: @escaping @Sendable (BroadcastAckResult) -> Void
+    ) {
+        let ackID = BroadcastAckIDs.next()
+        let packet = SocketIOPacketCodec.event(event, args, namespace: name, ackID: ackID)
+        adapter.broadcast(
+            packet,
+            options: BroadcastOptions(rooms: rooms, except: except),
+            ackID: ackID,
+            timeout: ackTimeout,
+            completion: completion
+        )
+    }
 }
 
 /// The Socket.IO server: the namespaces, and the Engine.IO application that feeds them.

@@ -32,7 +32,8 @@ public final class SwitchboardServer: Sendable {
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Few reads per connection per loop turn, so one busy client cannot starve the others.
+            .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try EnginePipeline.configure(channel: channel, router: router)
@@ -127,8 +128,8 @@ public enum Switchboard {
             sidPrefix: ""
         )
         let loops = Array(group.makeIterator())
-        let socketIO = SocketIOServer(configuration: socketIOConfiguration, logger: logger) { _ in
-            InMemoryAdapter(eventLoops: loops)
+        let socketIO = SocketIOServer(configuration: socketIOConfiguration, logger: logger) { namespace in
+            InMemoryAdapter(namespace: namespace, eventLoops: loops)
         }
         switch mode {
         case .serve:
