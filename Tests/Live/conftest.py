@@ -1,0 +1,80 @@
+"""Fixtures for the live tests: start the real switchboard binary on an ephemeral loopback
+port (`--port 0`), read its ready line (`listening on 127.0.0.1:<port>`) and kill it at
+teardown. A server that died during a test fails that test's teardown with its stderr."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from livehelpers import ServerProcess, binary_path  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _require_binary() -> None:
+    b = binary_path()
+    if not b.exists():
+        pytest.fail(f"switchboard binary missing: {b} (build it or set SWITCHBOARD_BIN)", pytrace=False)
+
+
+class _Servers:
+    def __init__(self, request):
+        self.request = request
+        self.started: list[ServerProcess] = []
+
+    def start(self, *args: str, name: str = "switchboard", env: dict | None = None) -> ServerProcess:
+        _require_binary()
+        s = ServerProcess(list(args), name=name, env=env)
+        self.started.append(s)
+        s.start()
+        return s
+
+    def finish(self) -> None:
+        problems = []
+        node = self.request.node
+        failed = getattr(node, "rep_call", None) is not None and node.rep_call.failed
+        for s in self.started:
+            died = s.proc is not None and s.proc.poll() is not None
+            if died:
+                problems.append(
+                    f"{s.name} {' '.join(s.args)} exited during the test with rc={s.proc.returncode}; "
+                    f"stderr tail:\n{s.stderr_tail()}"
+                )
+            elif failed:
+                print(f"\n--- {s.name} stderr tail ---\n{s.stderr_tail(3000)}")
+            s.stop()
+            s.cleanup_files()
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def servers(request):
+    """Factory: servers.start('serve', '--host', ...) -> ServerProcess."""
+    reg = _Servers(request)
+    yield reg
+    reg.finish()
+
+
+@pytest.fixture
+def conformance(servers) -> ServerProcess:
+    """`switchboard conformance --host 127.0.0.1 --port 0` (one fresh process per test)."""
+    return servers.start("conformance", "--host", "127.0.0.1", "--port", "0", name="conformance")
+
+
+@pytest.fixture
+def serve_factory(servers):
+    def start(*extra: str, env: dict | None = None) -> ServerProcess:
+        return servers.start("serve", "--host", "127.0.0.1", "--port", "0", *extra, name="serve", env=env)
+
+    return start

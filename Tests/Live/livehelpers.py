@@ -1,0 +1,556 @@
+"""Helpers shared by the live (black-box) tests of the switchboard binary.
+
+Everything here talks to a real server process on loopback: raw HTTP long-polling
+(requests), raw WebSocket (websocket-client) and small background clients that keep a
+session alive (they answer the server's Engine.IO pings) so that a test can prove the
+server still serves a healthy client after some abuse.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+import websocket
+from websocket import ABNF
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+# Generous: the machine has 2 cores and may be busy building Swift.
+TIMEOUT = 10.0
+READY_TIMEOUT = 60.0
+READY_RE = re.compile(r"^listening on (\S+):(\d+)\s*$")
+
+# Values of the conformance fixture (see the CLI contract).
+PING_INTERVAL_MS = 300
+PING_TIMEOUT_MS = 200
+MAX_PAYLOAD = 1_000_000
+CONNECT_TIMEOUT_MS = 1000
+
+SEP = "\x1e"  # Engine.IO v4 polling payload separator
+
+
+def binary_path() -> Path:
+    env = os.environ.get("SWITCHBOARD_BIN")
+    if env:
+        return Path(env)
+    return REPO / ".build" / "debug" / "switchboard"
+
+
+_LIVE: "set[ServerProcess]" = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort (e.g. pytest-timeout ended the run): never leave a server behind."""
+    for s in list(_LIVE):
+        try:
+            s.stop()
+        except Exception:
+            pass
+
+
+class ServerProcess:
+    """One switchboard process started with --port 0; the port comes from its ready line."""
+
+    def __init__(self, args: list[str], name: str = "switchboard", env: dict | None = None):
+        self.args = list(args)
+        self.env = env
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.stdout_lines: list[str] = []
+        self._stderr_file = tempfile.NamedTemporaryFile(
+            prefix="switchboard-stderr-", suffix=".log", delete=False
+        )
+        self.stderr_path = Path(self._stderr_file.name)
+        self.returncode_at_stop: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "ServerProcess":
+        binary = binary_path()
+        if not binary.exists():
+            raise FileNotFoundError(
+                f"switchboard binary not found at {binary} (set SWITCHBOARD_BIN or build it)"
+            )
+        cmd = [str(binary)] + self.args
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr_file,
+            start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
+        )
+        _LIVE.add(self)
+        ready: "queue.Queue[str | None]" = queue.Queue()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            first = True
+            for raw in self.proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self.stdout_lines.append(line)
+                if first and READY_RE.match(line):
+                    first = False
+                    ready.put(line)
+            ready.put(None)
+
+        threading.Thread(target=pump, name=f"{self.name}-stdout", daemon=True).start()
+        try:
+            line = ready.get(timeout=READY_TIMEOUT)
+        except queue.Empty:
+            self.stop()
+            raise TimeoutError(
+                f"no ready line within {READY_TIMEOUT}s from {cmd}; stdout={self.stdout_lines!r}; "
+                f"stderr tail={self.stderr_tail()!r}"
+            )
+        if line is None:
+            rc = self.proc.wait(timeout=5)
+            raise RuntimeError(
+                f"{cmd} exited (rc={rc}) without a ready line; stdout={self.stdout_lines!r}; "
+                f"stderr tail={self.stderr_tail()!r}"
+            )
+        m = READY_RE.match(line)
+        assert m, line
+        self.host, self.port = m.group(1), int(m.group(2))
+        assert self.port > 0, line
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self.returncode_at_stop = self.proc.returncode
+        self._stderr_file.close()
+        _LIVE.discard(self)
+        return self.proc.returncode
+
+    def cleanup_files(self) -> None:
+        try:
+            self.stderr_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- introspection -------------------------------------------------------------------
+    def stderr_text(self) -> str:
+        if not self._stderr_file.closed:
+            self._stderr_file.flush()
+        try:
+            return self.stderr_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self, n: int = 4000) -> str:
+        return self.stderr_text()[-n:]
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return -1
+
+    # -- URLs -----------------------------------------------------------------------------
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP long-polling (mirrors the reference suites' fetch() calls)
+# ---------------------------------------------------------------------------------------
+
+TEXT_HEADERS = {"Content-Type": "text/plain;charset=UTF-8"}  # what fetch() sends for a string
+
+
+def http_get(url: str, **kw) -> requests.Response:
+    kw.setdefault("timeout", TIMEOUT)
+    return requests.get(url, **kw)
+
+
+def http_post(url: str, body: str | bytes, headers: dict | None = None, **kw) -> requests.Response:
+    kw.setdefault("timeout", TIMEOUT)
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    h = dict(TEXT_HEADERS)
+    if headers:
+        h.update(headers)
+    return requests.post(url, data=data, headers=h, **kw)
+
+
+def text(resp: requests.Response) -> str:
+    """Body decoded as UTF-8 (requests would guess ISO-8859-1 for text/plain)."""
+    return resp.content.decode("utf-8")
+
+
+def json_body(resp: requests.Response):
+    return json.loads(resp.content.decode("utf-8"))
+
+
+class Polling:
+    """Raw Engine.IO v4 long-polling session on one path (/engine.io/ or /socket.io/)."""
+
+    def __init__(self, server: ServerProcess, path: str = "/engine.io/"):
+        self.server = server
+        self.path = path
+        self.sid: str | None = None
+        self.handshake: dict | None = None
+
+    def url(self, sid: str | None = None, extra: str = "") -> str:
+        u = f"{self.server.base}{self.path}?EIO=4&transport=polling"
+        if sid:
+            u += f"&sid={sid}"
+        return u + extra
+
+    def open(self) -> str:
+        r = http_get(self.url())
+        assert r.status_code == 200, (r.status_code, r.content)
+        content = text(r)
+        assert content.startswith("0"), content
+        self.handshake = json.loads(content[1:])
+        self.sid = self.handshake["sid"]
+        return self.sid
+
+    def get(self, **kw) -> requests.Response:
+        return http_get(self.url(self.sid), **kw)
+
+    def post(self, body: str | bytes, **kw) -> requests.Response:
+        return http_post(self.url(self.sid), body, **kw)
+
+    def post_ok(self, body: str | bytes) -> None:
+        r = self.post(body)
+        assert r.status_code == 200, (r.status_code, r.content)
+        assert text(r) == "ok", r.content
+
+    def poll_packets(self, want: int = 1, deadline: float = TIMEOUT) -> list[str]:
+        """GET until `want` non-ping packets arrived; pings ("2") are answered with "3".
+
+        The fixture pings every 300 ms, so a test that takes a little longer on a loaded
+        machine may see a ping in any poll; the reference suites' exact-content assertions
+        are applied to the remaining packets.
+        """
+        out: list[str] = []
+        end = time.monotonic() + deadline
+        while len(out) < want:
+            assert time.monotonic() < end, f"only got {out!r} within {deadline}s"
+            r = self.get()
+            assert r.status_code == 200, (r.status_code, r.content, out)
+            packets = text(r).split(SEP)
+            pings = [p for p in packets if p == "2"]
+            out.extend(p for p in packets if p != "2")
+            for _ in pings:
+                self.post_ok("3")
+        return out
+
+
+def decode_polling(payload: str) -> list[str]:
+    return payload.split(SEP)
+
+
+# ---------------------------------------------------------------------------------------
+# WebSocket
+# ---------------------------------------------------------------------------------------
+
+
+class Closed(Exception):
+    """The WebSocket was closed (close frame or TCP close)."""
+
+    def __init__(self, how: str, code: int | None = None):
+        super().__init__(how)
+        self.how = how
+        self.code = code
+
+
+def ws_connect(url: str, timeout: float = TIMEOUT, **kw) -> websocket.WebSocket:
+    kw.setdefault("enable_multithread", True)
+    return websocket.create_connection(url, timeout=timeout, **kw)
+
+
+def ws_recv(ws: websocket.WebSocket, timeout: float = TIMEOUT) -> str | bytes:
+    """Next data frame: str for text, bytes for binary; raises Closed on close."""
+    ws.settimeout(timeout)
+    try:
+        opcode, data = ws.recv_data()
+    except websocket.WebSocketConnectionClosedException:
+        raise Closed("tcp closed")
+    except (ConnectionResetError, BrokenPipeError) as e:
+        raise Closed(f"tcp reset: {e}")
+    except websocket.WebSocketProtocolException as e:
+        raise Closed(f"protocol error: {e}")
+    if opcode == ABNF.OPCODE_TEXT:
+        return data.decode("utf-8")
+    if opcode == ABNF.OPCODE_BINARY:
+        return bytes(data)
+    if opcode == ABNF.OPCODE_CLOSE:
+        code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+        raise Closed("close frame", code)
+    raise AssertionError(f"unexpected opcode {opcode}")
+
+
+def ws_recv_msg(ws: websocket.WebSocket, timeout: float = TIMEOUT) -> str | bytes:
+    """Next frame that is not an Engine.IO ping; pings are answered with "3"."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        assert left > 0, "timed out waiting for a message"
+        m = ws_recv(ws, left)
+        if m == "2":
+            ws.send("3")
+            continue
+        return m
+
+
+def ws_recv_n(ws, n: int, timeout: float = TIMEOUT) -> list[str | bytes]:
+    return [ws_recv_msg(ws, timeout) for _ in range(n)]
+
+
+def ws_wait_closed(ws: websocket.WebSocket, timeout: float = TIMEOUT, answer_pings: bool = False):
+    """Read until the server closes the connection; returns (messages seen, Closed)."""
+    seen: list = []
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"connection still open after {timeout}s; received {seen!r}")
+        try:
+            m = ws_recv(ws, left)
+        except websocket.WebSocketTimeoutException:
+            raise AssertionError(f"connection still open after {timeout}s; received {seen!r}")
+        except socket.timeout:
+            raise AssertionError(f"connection still open after {timeout}s; received {seen!r}")
+        except Closed as c:
+            return seen, c
+        if answer_pings and m == "2":
+            try:
+                ws.send("3")
+            except Exception:
+                pass
+        seen.append(m)
+
+
+def ws_send_binary(ws: websocket.WebSocket, data: bytes) -> None:
+    ws.send(data, opcode=ABNF.OPCODE_BINARY)
+
+
+def ws_open_refused_or_closed(url: str, timeout: float = TIMEOUT) -> str:
+    """For a WebSocket request the server must refuse: either the HTTP upgrade is refused
+    (non-101 status) or the connection is closed before any Engine.IO open packet.
+    Returns a description of what happened."""
+    try:
+        ws = ws_connect(url, timeout=timeout)
+    except websocket.WebSocketBadStatusException as e:
+        return f"refused with HTTP {e.status_code}"
+    except (websocket.WebSocketConnectionClosedException, ConnectionResetError, BrokenPipeError) as e:
+        return f"connection closed during handshake ({e!r})"
+    try:
+        seen, c = ws_wait_closed(ws, timeout)
+    finally:
+        ws.close()
+    opens = [m for m in seen if isinstance(m, str) and m.startswith("0")]
+    assert not opens, f"server opened a session it should have refused: {seen!r}"
+    return f"upgraded, then closed ({c.how}, code={c.code}) after {seen!r}"
+
+
+def eio_ws_open(server: ServerProcess, path: str = "/engine.io/", sid: str | None = None):
+    url = f"{server.ws_base}{path}?EIO=4&transport=websocket"
+    if sid:
+        url += f"&sid={sid}"
+    return ws_connect(url)
+
+
+def eio_ws_session(server: ServerProcess, path: str = "/engine.io/"):
+    """WebSocket-only Engine.IO session; returns (ws, handshake dict)."""
+    ws = eio_ws_open(server, path)
+    first = ws_recv(ws)
+    assert isinstance(first, str) and first.startswith("0"), first
+    return ws, json.loads(first[1:])
+
+
+def sio_ws_connect(server: ServerProcess, nsp_packet: str = "40", path: str = "/socket.io/"):
+    """Like initSocketIOConnection() of the reference suite: EIO open, CONNECT, auth event."""
+    ws, hs = eio_ws_session(server, path)
+    ws.send(nsp_packet)
+    connect = ws_recv_msg(ws)
+    assert isinstance(connect, str) and connect.startswith("40"), connect
+    auth = ws_recv_msg(ws)
+    assert isinstance(auth, str) and auth.startswith("42") and '"auth"' in auth, auth
+    return ws
+
+
+# ---------------------------------------------------------------------------------------
+# Background clients: keep a session alive and prove the server still serves it
+# ---------------------------------------------------------------------------------------
+
+
+class KeepAliveClient:
+    """A raw WebSocket client whose reader thread answers Engine.IO pings and queues the
+    rest. `roundtrip()` proves the server still serves it."""
+
+    def __init__(self, server: ServerProcess, kind: str = "socketio"):
+        self.kind = kind
+        self.server = server
+        if kind == "socketio":
+            self.ws = sio_ws_connect(server)
+        elif kind == "engineio":
+            self.ws, _ = eio_ws_session(server)
+        else:
+            raise ValueError(kind)
+        self.inbox: "queue.Queue" = queue.Queue()
+        self.closed = threading.Event()
+        self.close_info: Closed | None = None
+        self._n = 0
+        self._stop = False
+        self.pings: list[tuple[float, float]] = []  # (received, pong sent), monotonic
+        self.started_at = time.monotonic()
+        self.closed_at: float | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"keepalive-{kind}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                m = ws_recv(self.ws, timeout=3600)
+            except Closed as c:
+                self.close_info = c
+                break
+            except Exception as e:  # socket errors after close()
+                self.close_info = Closed(repr(e))
+                break
+            if m == "2":
+                t_recv = time.monotonic()
+                try:
+                    self.ws.send("3")
+                except Exception:
+                    pass
+                self.pings.append((t_recv, time.monotonic()))
+                continue
+            self.inbox.put(m)
+        self.closed_at = time.monotonic()
+        self.closed.set()
+
+    def ping_report(self) -> str:
+        now = time.monotonic()
+        if not self.pings:
+            return "no ping received"
+        worst = max(b - a for a, b in self.pings)
+        gaps = [round(b[0] - a[0], 3) for a, b in zip(self.pings, self.pings[1:])][-8:]
+        closed = (
+            f"; connection lost {self.closed_at - self.pings[-1][0]:.3f}s after the last ping"
+            if self.closed_at
+            else ""
+        )
+        return (
+            f"{len(self.pings)} pings answered in {now - self.started_at:.2f}s, slowest pong "
+            f"{worst * 1000:.1f} ms after its ping; recent ping gaps {gaps}{closed}"
+        )
+
+    def roundtrip(self, timeout: float = TIMEOUT) -> None:
+        assert not self.closed.is_set(), (
+            f"healthy {self.kind} client was disconnected: {self.close_info!r} ({self.ping_report()})"
+        )
+        self._n += 1
+        token = f"healthy-{self._n}-{time.monotonic_ns()}"
+        if self.kind == "socketio":
+            self.ws.send(json_packet("42", ["message", token]))
+            expected = json_packet("42", ["message-back", token])
+        else:
+            self.ws.send("4" + token)
+            expected = "4" + token
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            assert left > 0, f"no echo of {token!r} within {timeout}s"
+            try:
+                m = self.inbox.get(timeout=left)
+            except queue.Empty:
+                assert not self.closed.is_set(), f"healthy client disconnected: {self.close_info!r}"
+                continue
+            if m == expected:
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            pass
+
+
+def json_packet(prefix: str, value) -> str:
+    """Socket.IO packet text with compact JSON, as JS JSON.stringify writes it."""
+    return prefix + json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = TIMEOUT, step: float = 0.02, what: str = "condition"):
+    """For state that has no event to await (e.g. a client library's transport name)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(step)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_http(host: str, port: int, request: bytes, timeout: float = TIMEOUT) -> bytes:
+    """Send raw bytes, read until the server closes or `timeout`; returns what was read."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request)
+        chunks = []
+        try:
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                chunks.append(c)
+                if b"\r\n\r\n" in b"".join(chunks) and _complete_http(b"".join(chunks)):
+                    break
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+def _complete_http(buf: bytes) -> bool:
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    if m:
+        return len(body) >= int(m.group(1))
+    return False
