@@ -133,8 +133,14 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     // MARK: timeouts
 
+    /// Makes sure a timer fires no later than `deadline`. One timer per connection, not one per command.
     private func armTimer(_ deadline: NIODeadline) {
-        guard deadline != .distantFuture, self.timeoutTimer == nil else { return }
+        guard deadline != .distantFuture else { return }
+        if let armed = self.timeoutTimer {
+            guard deadline < armed.deadline else { return }
+            // A shorter timeout than the armed one (e.g. after the setup commands' connect timeout).
+            armed.task.cancel()
+        }
         let task = self.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timerFired()
         }

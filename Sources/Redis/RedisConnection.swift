@@ -125,7 +125,7 @@ public actor RedisConnection {
         }
     }
 
-    /// AUTH / SELECT / CLIENT SETNAME in one pipeline, bounded by the connect timeout.
+    /// AUTH / SELECT / CLIENT SETNAME (or PING) in one pipeline, bounded by the connect timeout.
     private nonisolated func setUp(configuration: RedisConfiguration) -> EventLoopFuture<Void> {
         var pipeline = RedisPipeline(capacity: 256)
         if let password = configuration.password {
@@ -141,7 +141,10 @@ public actor RedisConnection {
         if let clientName = configuration.clientName {
             pipeline.append("CLIENT", "SETNAME", clientName)
         }
-        guard !pipeline.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
+        if pipeline.isEmpty {
+            // Always one round trip: the connection only counts as up once Redis (and a TLS handshake) answered.
+            pipeline.append("PING")
+        }
         let promise = self.eventLoop.makePromise(of: [RESPValue].self)
         self.handler.value.send(
             .pipeline(promise),

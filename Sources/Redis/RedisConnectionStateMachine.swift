@@ -196,23 +196,25 @@ struct RedisConnectionStateMachine {
     // MARK: timeouts
 
     /// Marks every command whose deadline has passed as timed out. Returns their completions (to fail) and the
-    /// deadline of the oldest command still waiting, if any (to arm the next timer).
+    /// earliest deadline of the commands still waiting, if any (to arm the next timer). Runs when a timer fires,
+    /// i.e. about once per timeout period, so scanning the queue is cheap.
     mutating func timeoutsFired(now: NIODeadline) -> (expired: [Completion], nextDeadline: NIODeadline?) {
         var expired: [Completion] = []
+        var next: NIODeadline?
         var index = self.pending.startIndex
         while index != self.pending.endIndex {
             if !self.pending[index].timedOut {
                 let deadline = self.pending[index].deadline
-                if deadline > now {
-                    // Commands are queued in sending order with the same timeout, so the rest expire later.
-                    return (expired, deadline == .distantFuture ? nil : deadline)
+                if deadline <= now {
+                    self.pending[index].timedOut = true
+                    expired.append(self.pending[index].completion)
+                } else if deadline != .distantFuture, next.map({ deadline < $0 }) ?? true {
+                    next = deadline
                 }
-                self.pending[index].timedOut = true
-                expired.append(self.pending[index].completion)
             }
             index = self.pending.index(after: index)
         }
-        return (expired, nil)
+        return (expired, next)
     }
 
     // MARK: closing
