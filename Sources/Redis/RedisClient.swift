@@ -320,6 +320,18 @@ public actor RedisClient {
         }
     }
 
+    nonisolated func pingSubscriberConnection() -> EventLoopFuture<Void> {
+        self.eventLoop.flatSubmit {
+            self.assumeIsolated { client in
+                guard let connection = client.usableConnection else {
+                    return client.eventLoop.makeFailedFuture(client.unavailable)
+                }
+                // `+PONG` before any subscription, `["pong", ""]` once subscribed.
+                return connection.send("PING").map { _ in }
+            }
+        }
+    }
+
     private func restoreSubscriptions(on connection: RedisConnection) -> EventLoopFuture<Void> {
         var futures: [EventLoopFuture<Void>] = []
         for kind in RedisSubscriptionKind.allCases {

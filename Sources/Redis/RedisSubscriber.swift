@@ -64,6 +64,12 @@ public struct RedisSubscriber: Sendable {
         self.client.changeSubscriptions(kind, subscribe: false, names: names)
     }
 
+    /// A round trip on the subscriber connection itself (`PING`, answered in order with the subscription traffic):
+    /// the readiness check for pub/sub. Fails with ``RedisError/Code/connectionUnavailable`` while disconnected.
+    public func ping() -> EventLoopFuture<Void> {
+        self.client.pingSubscriberConnection()
+    }
+
     // MARK: async
 
     public func subscribe(channels: String...) async throws {

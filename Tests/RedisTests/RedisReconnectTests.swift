@@ -166,7 +166,9 @@ struct RedisSubscriberTests {
             )
             subscriber.start()
             try await watcher.next(.connected)
+            try await subscriber.ping().get()
             try await subscriber.subscribe(channels: "news", "sport")
+            try await subscriber.ping().get()
             try await subscriber.subscribe(patterns: "room:*")
             try await subscriber.subscribe(shardChannels: "shard-a")
 
