@@ -38,9 +38,7 @@ extension StaticString: RESPArgument {
 extension ByteBuffer: RESPArgument {
     @inlinable
     public func writeBulkString(into buffer: inout ByteBuffer) {
-        buffer.writeRESPLengthHeader(UInt8(ascii: "$"), self.readableBytes)
-        buffer.writeImmutableBuffer(self)
-        buffer.writeRESPCRLF()
+        self.withUnsafeReadableBytes { buffer.writeRESPBulkString($0) }
     }
 }
 
@@ -64,10 +62,7 @@ extension Int64: RESPArgument {
         // `$<digits>\r\n<value>\r\n`: the digits are written into a scratch tuple once and copied twice.
         var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
         withUnsafeMutableBytes(of: &scratch) { bytes in
-            let digits = RESPWriting.formatDecimal(self, into: bytes)
-            buffer.writeRESPLengthHeader(UInt8(ascii: "$"), digits.count)
-            buffer.writeBytes(digits)
-            buffer.writeRESPCRLF()
+            buffer.writeRESPBulkString(RESPWriting.formatDecimal(self, into: bytes))
         }
     }
 }
@@ -208,12 +203,12 @@ extension ByteBuffer {
             self.writeMultipleIntegers(marker, UInt8(truncatingIfNeeded: count) &+ UInt8(ascii: "0"), UInt16(0x0D0A))
             return
         }
-        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &scratch) { bytes in
-            let digits = RESPWriting.formatDecimal(Int64(count), into: bytes)
-            self.writeInteger(marker)
-            self.writeBytes(digits)
-            self.writeRESPCRLF()
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { out in
+            out[0] = marker
+            let end = RESPWriting.putDecimal(count, into: out, at: 1)
+            out[end] = 0x0D
+            out[end + 1] = 0x0A
+            return end + 2
         }
     }
 
@@ -222,10 +217,44 @@ extension ByteBuffer {
         self.writeInteger(UInt16(0x0D0A))
     }
 
+    /// `$<length>\r\n<bytes>\r\n` with one capacity check and one write (this runs for every argument).
     @inlinable
     mutating func writeRESPBulkString(_ bytes: UnsafeRawBufferPointer) {
-        self.writeRESPLengthHeader(UInt8(ascii: "$"), bytes.count)
-        self.writeBytes(bytes)
-        self.writeRESPCRLF()
+        let count = bytes.count
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: count + 26) { out in
+            out[0] = UInt8(ascii: "$")
+            var index = RESPWriting.putDecimal(count, into: out, at: 1)
+            out[index] = 0x0D
+            out[index + 1] = 0x0A
+            index += 2
+            if count > 0 {
+                (out.baseAddress! + index).copyMemory(from: bytes.baseAddress!, byteCount: count)
+                index += count
+            }
+            out[index] = 0x0D
+            out[index + 1] = 0x0A
+            return index + 2
+        }
+    }
+}
+
+extension RESPWriting {
+    /// Writes the decimal digits of the non-negative `value` at `index`; returns the index after them.
+    @inlinable
+    static func putDecimal(_ value: Int, into out: UnsafeMutableRawBufferPointer, at index: Int) -> Int {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        var remaining = value
+        var position = index + digits
+        repeat {
+            position -= 1
+            out[position] = UInt8(truncatingIfNeeded: remaining % 10) &+ UInt8(ascii: "0")
+            remaining /= 10
+        } while remaining > 0
+        return index + digits
     }
 }

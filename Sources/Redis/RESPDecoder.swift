@@ -26,7 +26,27 @@ public struct RESPDecoder: ByteToMessageDecoder {
         self.reader = HiredisReader(maximumIdleBuffer: maximumIdleBuffer)
     }
 
-    /// Hands bytes to the reader (which copies them into its buffer).
+    /// Largest piece of input handed to hiredis at once. hiredis compacts its buffer (a `memmove` of everything
+    /// still unread) each time another KiB of it was consumed, so feeding a whole 256 KiB read at once would move
+    /// ~128 bytes per byte read; in 8 KiB pieces it is a few bytes per byte.
+    public static let feedChunkSize = 8 * 1024
+
+    /// Decodes every complete reply in `buffer` (plus whatever was buffered before), calling `body` for each in
+    /// order. Throws ``RedisError/Code/protocolError`` on malformed input, after delivering the replies before it.
+    @inlinable
+    public func decode(_ buffer: ByteBuffer, _ body: (RESPValue) -> Void) throws(RedisError) {
+        var buffer = buffer
+        while buffer.readableBytes > 0 {
+            let chunk = buffer.readSlice(length: min(Self.feedChunkSize, buffer.readableBytes))!
+            try self.reader.feed(chunk)
+            while let value = try self.reader.next() {
+                body(value)
+            }
+        }
+    }
+
+    /// Hands bytes to the reader (which copies them into its buffer). Prefer ``decode(_:_:)``, which feeds in
+    /// pieces.
     @inlinable
     public func feed(_ buffer: ByteBuffer) throws(RedisError) {
         try self.reader.feed(buffer)
@@ -40,11 +60,11 @@ public struct RESPDecoder: ByteToMessageDecoder {
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        // hiredis keeps its own buffer: hand it everything, then emit every complete reply (ByteToMessageHandler
+        // hiredis keeps its own buffer: hand it everything, emitting every complete reply (ByteToMessageHandler
         // does not call `decode` again once the cumulation buffer is empty).
-        try self.reader.feed(buffer)
+        let input = buffer
         buffer.moveReaderIndex(to: buffer.writerIndex)
-        while let value = try self.reader.next() {
+        try self.decode(input) { value in
             context.fireChannelRead(Self.wrapInboundOut(value))
         }
         return .needMoreData

@@ -25,6 +25,8 @@ final class RedisChannelHandler: ChannelInboundHandler {
     /// Commands encoded during this tick and not written yet.
     private var outbound: ByteBuffer
     private var flushScheduled = false
+    /// The clock reading shared by the commands of this tick; cleared by the end-of-tick flush.
+    private var cachedNow: NIODeadline?
     /// The armed timeout timer and the deadline it fires at.
     private var timeoutTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// The error a coming `channelInactive` should report (set when we close on purpose or on an error).
@@ -90,7 +92,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         timeout: TimeAmount?
     ) -> NIODeadline? {
         let timeout = timeout ?? self.commandTimeout
-        let deadline = timeout.map { self.eventLoop.now + $0 } ?? .distantFuture
+        let deadline = timeout.map { self.tickNow() + $0 } ?? .distantFuture
         let command = RedisConnectionStateMachine.PendingCommand(
             completion: completion,
             remainingReplies: replies,
@@ -103,6 +105,16 @@ final class RedisChannelHandler: ChannelInboundHandler {
             completion.fail(error)
             return nil
         }
+    }
+
+    /// The loop's clock, read once per event-loop tick that sends commands (commands of one tick share their
+    /// start time; timeouts are far coarser than a tick).
+    private func tickNow() -> NIODeadline {
+        if let now = self.cachedNow { return now }
+        let now = self.eventLoop.now
+        self.cachedNow = now
+        self.scheduleFlush()  // also clears the cached time at the end of this tick
+        return now
     }
 
     private func takeOutbound() -> ByteBuffer {
@@ -127,6 +139,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     private func flushOutbound() {
         self.flushScheduled = false
+        self.cachedNow = nil
         guard let context = self.context, self.outbound.readableBytes > 0 else { return }
         context.writeAndFlush(Self.wrapOutboundOut(self.takeOutbound()), promise: nil)
     }
@@ -191,8 +204,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = Self.unwrapInboundIn(data)
         do {
-            try self.decoder.feed(buffer)
-            while let reply = try self.decoder.next() {
+            try self.decoder.decode(buffer) { reply in
                 self.handle(reply, context: context)
             }
         } catch {
