@@ -107,7 +107,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["redis-throughput.sh"]
         ),
         .testTarget(
             name: "EngineIOTests",

@@ -66,7 +66,72 @@ public enum ConformanceEvents {
         handlers.on("disconnect-me") { socket, _, _ in
             socket.disconnect()
         }
+        addClusterProbes(to: &handlers)
         return handlers
+    }
+
+    /// Events that drive the adapter from a client, so live tests can exercise every cluster
+    /// operation from any node: targeting, exceptions, remote membership, acks and queries.
+    static func addClusterProbes(to handlers: inout NamespaceHandlers) {
+        // ["to-sid", sid, ...args] → `direct` with args to that sid, wherever it is.
+        handlers.on("to-sid") { socket, args, _ in
+            guard let sid = args.first?.stringValue else { return }
+            socket.namespace.emit("direct", Array(args.dropFirst()), to: [sid])
+        }
+        // ["to-rooms", [rooms], [except], ...args] → `room-message` to the rooms except those.
+        handlers.on("to-rooms") { socket, args, _ in
+            guard args.count >= 2, let rooms = args[0].arrayValue, let except = args[1].arrayValue else { return }
+            socket.namespace.emit(
+                "room-message",
+                Array(args.dropFirst(2)),
+                to: Set(rooms.compactMap(\.stringValue)),
+                except: Set(except.compactMap(\.stringValue))
+            )
+        }
+        // ["call-sid", sid, ...args] → `ack-me` with ack to that sid; the caller's ack gets
+        // `{responses, recipients, timedOut}`.
+        handlers.on("call-sid") { socket, args, ack in
+            guard let sid = args.first?.stringValue else { return }
+            socket.namespace.emit("ack-me", Array(args.dropFirst()), to: [sid], ackTimeout: .seconds(3)) { result in
+                let answer: JSONValue = [
+                    "responses": .array(result.responses.map { .array($0) }),
+                    "recipients": JSONValue(result.recipients),
+                    "timedOut": .bool(result.timedOut),
+                ]
+                socket.eventLoop.execute { ack?([answer]) }
+            }
+        }
+        // ["remote-join", {rooms: [...], except: [...]}, room] → matching sockets join `room`.
+        handlers.on("remote-join") { socket, args, ack in
+            guard args.count == 2, let room = args[1].stringValue else { return }
+            socket.namespace.adapter.addSockets(matching: options(args[0]), to: [room])
+            ack?([.bool(true)])
+        }
+        handlers.on("remote-leave") { socket, args, ack in
+            guard args.count == 2, let room = args[1].stringValue else { return }
+            socket.namespace.adapter.removeSockets(matching: options(args[0]), from: [room])
+            ack?([.bool(true)])
+        }
+        handlers.on("remote-disconnect") { socket, args, ack in
+            guard let target = args.first else { return }
+            socket.namespace.adapter.disconnectSockets(matching: options(target), closeClient: false)
+            ack?([.bool(true)])
+        }
+        // ["members", room] → ack with the sorted sids in the room, cluster-wide.
+        handlers.on("members") { socket, args, ack in
+            guard let room = args.first?.stringValue else { return }
+            socket.namespace.adapter.socketIDs(matching: BroadcastOptions(rooms: [room])).whenComplete { result in
+                let sids = ((try? result.get()) ?? []).sorted().map(JSONValue.string)
+                socket.eventLoop.execute { ack?([.array(sids)]) }
+            }
+        }
+    }
+
+    private static func options(_ value: JSONValue) -> BroadcastOptions {
+        BroadcastOptions(
+            rooms: Set(value["rooms"]?.arrayValue?.compactMap(\.stringValue) ?? []),
+            except: Set(value["except"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        )
     }
 }
 

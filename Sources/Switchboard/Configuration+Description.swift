@@ -17,7 +17,23 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         max-outbound-bytes=\(io.maxOutboundBytes)
         cors-origins=\(io.corsOrigins.joined(separator: ";"))
         transports=\(transports.joined(separator: ","))
+        redis-url=\(configuration.cluster.redisURL.map(redactingPassword) ?? "(none: in memory)")
+        cluster-prefix=\(configuration.cluster.prefix)
+        node-id=\(configuration.cluster.nodeID ?? "(random)")
+        heartbeat-interval=\(configuration.cluster.heartbeatInterval.nanoseconds / 1_000_000)ms
+        node-ttl=\(configuration.cluster.nodeTTL.nanoseconds / 1_000_000)ms
         log-level=\(configuration.logLevel)
         threads=\(configuration.eventLoopThreads)
         """
+}
+
+/// A Redis URL fit for logs: the password replaced.
+public func redactingPassword(_ url: String) -> String {
+    let parts = url.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
+    guard parts.count == 2 else { return url }
+    let userinfo = parts[0]
+    // `scheme://user:password`: keep the scheme and user.
+    let afterScheme = userinfo.split(separator: "/", omittingEmptySubsequences: true).last ?? userinfo
+    guard let colon = afterScheme.firstIndex(of: ":") else { return url }
+    return String(userinfo[..<colon]) + ":***@" + parts[1]
 }

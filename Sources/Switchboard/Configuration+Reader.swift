@@ -112,6 +112,44 @@ public struct ConfigurationReader {
             guard let enabled = parseBool(value) else { throw .init("must be true or false") }
             if !enabled { config.socketIO.transports = .polling }
         },
+        Setting(
+            flag: "redis-url",
+            environment: [("SWITCHBOARD_REDIS_URL", .milliseconds), ("WEBSOCKET_REDIS_URL", .milliseconds)]
+        ) { config, value, _ throws(ConfigurationError.Reason) in
+            guard value.hasPrefix("redis://") || value.hasPrefix("rediss://") || value.hasPrefix("unix://") else {
+                throw .init("must be a redis://, rediss:// or unix:// URL")
+            }
+            config.cluster.redisURL = value
+        },
+        Setting(flag: "cluster-prefix", environment: [("SWITCHBOARD_CLUSTER_PREFIX", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard !value.isEmpty, !value.contains(" ") else { throw .init("must be a non-empty word") }
+            config.cluster.prefix = value
+        },
+        Setting(flag: "node-id", environment: [("SWITCHBOARD_NODE_ID", .milliseconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            guard value.count == 6, value.allSatisfy(allowed.contains) else {
+                throw .init("must be 6 characters from A-Z a-z 0-9 - _")
+            }
+            config.cluster.nodeID = value
+        },
+        Setting(flag: "heartbeat-interval", environment: [("SWITCHBOARD_HEARTBEAT_INTERVAL", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.cluster.heartbeatInterval = try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(flag: "node-ttl", environment: [("SWITCHBOARD_NODE_TTL", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.cluster.nodeTTL = try parsePositiveDuration(value, unit: unit)
+        },
         Setting(flag: "log-level", environment: [("SWITCHBOARD_LOG_LEVEL", .milliseconds)]) {
             config,
             value,
@@ -162,6 +200,13 @@ public struct ConfigurationReader {
     }
 
     private func validate(_ config: SwitchboardConfiguration) throws(ConfigurationError) {
+        if config.cluster.nodeTTL <= config.cluster.heartbeatInterval {
+            throw ConfigurationError(
+                setting: "node-ttl",
+                value: "\(config.cluster.nodeTTL.nanoseconds / 1_000_000)ms",
+                reason: "must be longer than heartbeat-interval"
+            )
+        }
         if config.socketIO.maxOutboundBytes < config.socketIO.maxPayload {
             throw ConfigurationError(
                 setting: "max-outbound-bytes",

@@ -48,8 +48,23 @@ public struct SwitchboardConfiguration: Sendable {
         }
     }
 
+    public struct ClusterSettings: Sendable {
+        /// Redis to join a cluster through (`redis://[user:password@]host:port/db`, `rediss://…`,
+        /// `unix://path`). Default none: the node runs alone, in memory.
+        public var redisURL: String?
+        /// Prefix of the cluster's Redis channels and keys. Default `switchboard`.
+        public var prefix: String = "switchboard"
+        /// This node's id (6 base64url characters, the prefix of its sids). Default: random at start.
+        public var nodeID: String?
+        /// Heartbeat period. Default 2 s.
+        public var heartbeatInterval: TimeAmount = .seconds(2)
+        /// A node silent for this long is dead and reaped. Default 10 s (found within 12 s).
+        public var nodeTTL: TimeAmount = .seconds(10)
+    }
+
     public var listener = Listener()
     public var socketIO = SocketIOSettings()
+    public var cluster = ClusterSettings()
     /// Default `info`.
     public var logLevel: Logger.Level = .info
     /// Event-loop threads. Default: one per core.

@@ -1,7 +1,10 @@
+import Cluster
 import EngineIO
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
+import Redis
 import ServiceLifecycle
 import SocketIO
 
@@ -92,22 +95,23 @@ public enum Switchboard {
         logger.logLevel = level
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
-        let endpoints = makeEndpoints(configuration: configuration, mode: mode, group: group, logger: logger)
-        let server = SwitchboardServer(
-            group: group,
-            router: EngineRouter(endpoints: endpoints),
-            host: configuration.listener.host,
-            port: configuration.listener.port,
-            logger: logger
-        )
-        let serviceGroup = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: SwitchboardService(server: server, logger: logger))],
-                gracefulShutdownSignals: [.sigterm, .sigint],
+        do {
+            let node = try makeNode(configuration: configuration, mode: mode, group: group, logger: logger)
+            let server = SwitchboardServer(
+                group: group,
+                router: EngineRouter(endpoints: node.endpoints, fallback: OperationsResponder(cluster: node.cluster)),
+                host: configuration.listener.host,
+                port: configuration.listener.port,
                 logger: logger
             )
-        )
-        do {
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let cluster = node.cluster {
+                services.append(.init(service: ClusterService(node: cluster, logger: logger)))
+            }
+            services.append(.init(service: SwitchboardService(server: server, logger: logger)))
+            let serviceGroup = ServiceGroup(
+                configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            )
             try await serviceGroup.run()
         } catch {
             try? await group.shutdownGracefully()
@@ -116,25 +120,62 @@ public enum Switchboard {
         try await group.shutdownGracefully()
     }
 
-    public static func makeEndpoints(
+    /// What a node is made of: its Engine.IO endpoints and, in a cluster, its cluster node.
+    public struct Node: Sendable {
+        public var endpoints: [EngineServer]
+        public var cluster: ClusterNode?
+    }
+
+    public static func makeNode(
         configuration: SwitchboardConfiguration,
         mode: Mode,
         group: EventLoopGroup,
         logger: Logger
-    ) -> [EngineServer] {
+    ) throws -> Node {
         let settings = configuration.socketIO
+        let loops = Array(group.makeIterator())
+        var cluster: ClusterNode?
+        if let url = configuration.cluster.redisURL {
+            let redis: RedisConfiguration
+            do {
+                redis = try RedisConfiguration(url: url)
+            } catch {
+                throw ConfigurationError(setting: "redis-url", value: redactingPassword(url), reason: "\(error)")
+            }
+            let controlLoop = loops[0]
+            let clusterConfiguration = ClusterConfiguration(
+                nodeID: configuration.cluster.nodeID ?? SessionID.make(length: ClusterConfiguration.nodeIDLength),
+                prefix: configuration.cluster.prefix,
+                heartbeatInterval: configuration.cluster.heartbeatInterval,
+                nodeTTL: configuration.cluster.nodeTTL
+            )
+            let transport = try RedisClusterTransport(
+                configuration: redis,
+                prefix: configuration.cluster.prefix,
+                eventLoop: controlLoop,
+                logger: logger
+            )
+            cluster = ClusterNode(
+                configuration: clusterConfiguration,
+                transport: transport,
+                controlLoop: controlLoop,
+                eventLoops: loops,
+                logger: logger
+            )
+        }
         let socketIOConfiguration = SocketIOConfiguration(
             connectTimeout: settings.connectTimeout,
-            sidPrefix: ""
+            sidPrefix: cluster?.id ?? ""
         )
-        let loops = Array(group.makeIterator())
-        let socketIO = SocketIOServer(configuration: socketIOConfiguration, logger: logger) { namespace in
-            InMemoryAdapter(namespace: namespace, eventLoops: loops)
+        let socketIO = SocketIOServer(configuration: socketIOConfiguration, logger: logger) { [cluster] namespace in
+            if let cluster { return cluster.makeAdapter(namespace: namespace, eventLoops: loops) }
+            return InMemoryAdapter(namespace: namespace, eventLoops: loops)
         }
         switch mode {
         case .serve:
             socketIO.addNamespace("/", handlers: RelayEvents.handlers())
-            return [EngineServer(configuration: settings.engine, application: socketIO, logger: logger)]
+            let endpoint = EngineServer(configuration: settings.engine, application: socketIO, logger: logger)
+            return Node(endpoints: [endpoint], cluster: cluster)
         case .conformance:
             socketIO.addNamespace("/", handlers: ConformanceEvents.handlers())
             socketIO.addNamespace("/custom", handlers: ConformanceEvents.handlers())
@@ -143,7 +184,45 @@ public enum Switchboard {
             let echo = EngineServer(configuration: engine, application: EngineEchoApplication(), logger: logger)
             engine.path = "/socket.io/"
             let sockets = EngineServer(configuration: engine, application: socketIO, logger: logger)
-            return [echo, sockets]
+            return Node(endpoints: [echo, sockets], cluster: cluster)
+        }
+    }
+}
+
+/// Joins the cluster at start and leaves it (removing this node's records) at shutdown.
+struct ClusterService: Service {
+    let node: ClusterNode
+    let logger: Logger
+
+    func run() async throws {
+        try await node.start().get()
+        logger.info("joined the cluster", metadata: ["node": "\(node.id)"])
+        try? await gracefulShutdown()
+        try? await node.stop().get()
+    }
+}
+
+/// `/health` (the process is alive) and `/ready` (the node can serve: in a cluster, Redis is
+/// reachable and the room registry is synced).
+struct OperationsResponder: HTTPResponder {
+    let cluster: ClusterNode?
+    var maxBodySize: Int { 0 }
+
+    func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        switch (request.head.method, request.path) {
+        case (.GET, "/health"):
+            return eventLoop.makeSucceededFuture(HTTPResponse(status: .ok, contentType: "text/plain", body: "ok"))
+        case (.GET, "/ready"):
+            guard let cluster else {
+                return eventLoop.makeSucceededFuture(HTTPResponse(status: .ok, contentType: "text/plain", body: "ready"))
+            }
+            return cluster.isReady.map { ready in
+                ready
+                    ? HTTPResponse(status: .ok, contentType: "text/plain", body: "ready")
+                    : HTTPResponse(status: .serviceUnavailable, contentType: "text/plain", body: "not ready: redis")
+            }
+        default:
+            return eventLoop.makeSucceededFuture(HTTPResponse(status: .notFound, contentType: "text/plain", body: "Not Found"))
         }
     }
 }

@@ -37,6 +37,16 @@ struct NodeOptions: ParsableArguments {
     var corsOrigins: String?
     @Option(help: "Transports, ','-separated: polling,websocket (env SWITCHBOARD_TRANSPORTS). Default both.")
     var transports: String?
+    @Option(help: "Redis URL to join a cluster (env SWITCHBOARD_REDIS_URL, WEBSOCKET_REDIS_URL). Default: alone, in memory.")
+    var redisURL: String?
+    @Option(help: "Prefix of the cluster's Redis keys and channels (env SWITCHBOARD_CLUSTER_PREFIX). Default switchboard.")
+    var clusterPrefix: String?
+    @Option(help: "This node's 6-character id (env SWITCHBOARD_NODE_ID). Default: random.")
+    var nodeID: String?
+    @Option(help: "Cluster heartbeat period (env SWITCHBOARD_HEARTBEAT_INTERVAL). Default 2s.")
+    var heartbeatInterval: String?
+    @Option(help: "A node silent this long is dead (env SWITCHBOARD_NODE_TTL). Default 10s.")
+    var nodeTTL: String?
     @Option(help: "Log level (env SWITCHBOARD_LOG_LEVEL). Default info.")
     var logLevel: String?
     @Option(help: "Event-loop threads (env SWITCHBOARD_THREADS). Default: one per core.")
@@ -48,7 +58,8 @@ struct NodeOptions: ParsableArguments {
             ("host", host), ("port", port), ("path", path), ("ping-interval", pingInterval),
             ("ping-timeout", pingTimeout), ("connect-timeout", connectTimeout), ("max-payload", maxPayload),
             ("max-outbound-bytes", maxOutboundBytes), ("cors-origins", corsOrigins), ("transports", transports),
-            ("log-level", logLevel), ("threads", threads),
+            ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("cluster-prefix", clusterPrefix),
+            ("node-id", nodeID), ("heartbeat-interval", heartbeatInterval), ("node-ttl", nodeTTL),
         ]
         for case (let name, let value?) in pairs { flags[name] = value }
         return flags
@@ -103,7 +114,7 @@ struct Conformance: AsyncParsableCommand {
         defaults.socketIO.maxPayload = 1_000_000
         defaults.socketIO.connectTimeout = .milliseconds(1000)
         defaults.socketIO.corsOrigins = ["*"]
-        // The fixture is configured by its flags only.
+        // The fixture is configured by its flags only (add --redis-url to run it as a cluster node).
         let configuration = try options.read(environment: [:], defaults: defaults)
         try await Switchboard.run(configuration: configuration, mode: .conformance)
     }
