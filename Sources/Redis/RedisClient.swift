@@ -238,18 +238,21 @@ public actor RedisClient {
 
     /// Sends one command on the current connection; fails at once with ``RedisError/Code/connectionUnavailable``
     /// when not connected. From the client's event loop this neither allocates a task nor hops.
+    @inlinable
     public nonisolated func send<each Argument: RESPArgument>(
         _ arguments: repeat each Argument
     ) -> EventLoopFuture<RESPValue> {
-        if self.eventLoop.inEventLoop {
-            return self.assumeIsolated { client in
-                guard let connection = client.usableConnection else {
-                    return client.eventLoop.makeFailedFuture(client.unavailable)
-                }
-                return connection.send(repeat each arguments)
-            }
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(repeat each arguments)
         }
+        // Off the loop, or not connected (this path fails the command with `connectionUnavailable`).
         return self.send(RESPCommand(repeat each arguments))
+    }
+
+    /// The usable connection; only call on the event loop.
+    @usableFromInline
+    nonisolated func connectionOnLoop() -> RedisConnection? {
+        self.assumeIsolated { $0.usableConnection }
     }
 
     public nonisolated func send(_ command: RESPCommand, timeout: TimeAmount? = nil) -> EventLoopFuture<RESPValue> {

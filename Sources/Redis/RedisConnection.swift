@@ -15,6 +15,7 @@ public actor RedisConnection {
     public nonisolated let channel: any Channel
     /// The event loop every operation of this connection runs on.
     public nonisolated let eventLoop: any EventLoop
+    @usableFromInline
     nonisolated let handler: NIOLoopBound<RedisChannelHandler>
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -169,12 +170,16 @@ public actor RedisConnection {
 
     /// Sends one command (the first argument is its name). An error reply fails the future with a typed
     /// ``RedisError`` carrying Redis's message.
+    ///
+    /// Inlinable so the argument pack is specialised in the caller (unspecialised packs cost runtime metadata
+    /// look-ups per call).
+    @inlinable
     public nonisolated func send<each Argument: RESPArgument>(
         _ arguments: repeat each Argument
     ) -> EventLoopFuture<RESPValue> {
         let promise = self.eventLoop.makePromise(of: RESPValue.self)
         if self.eventLoop.inEventLoop {
-            self.handler.value.send(.value(promise)) { buffer in
+            self.handler.value.sendValue(promise) { buffer in
                 RESPWriting.writeCommand(repeat each arguments, into: &buffer)
             }
         } else {
@@ -190,7 +195,8 @@ public actor RedisConnection {
         return promise.futureResult
     }
 
-    private nonisolated func enqueue(_ command: RESPCommand, promise: EventLoopPromise<RESPValue>, timeout: TimeAmount?) {
+    @usableFromInline
+    nonisolated func enqueue(_ command: RESPCommand, promise: EventLoopPromise<RESPValue>, timeout: TimeAmount?) {
         let handler = self.handler
         self.eventLoop.execute(inEventLoop: self.eventLoop.inEventLoop) {
             handler.value.send(.value(promise), timeout: timeout) { buffer in
