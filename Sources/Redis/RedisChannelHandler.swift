@@ -40,11 +40,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
     init(
         eventLoop: EventLoop,
         commandTimeout: TimeAmount?,
+        maximumPendingCommands: Int = .max,
         onMessage: MessageHandler?,
         logger: Logger
     ) {
         self.eventLoop = eventLoop
-        self.stateMachine = RedisConnectionStateMachine(isSubscriber: onMessage != nil)
+        self.stateMachine = RedisConnectionStateMachine(
+            isSubscriber: onMessage != nil,
+            maximumPendingCommands: maximumPendingCommands
+        )
         self.decoder = RESPDecoder()
         self.commandTimeout = commandTimeout
         self.onMessage = onMessage

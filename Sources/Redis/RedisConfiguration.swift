@@ -74,6 +74,10 @@ public struct RedisConfiguration: Sendable {
     public var commandTimeout: TimeAmount?
     /// Reconnect backoff for ``RedisClient`` and ``RedisSubscriber``. Default: see ``ReconnectPolicy``.
     public var reconnect: ReconnectPolicy
+    /// Commands (a pipeline counts once) that may wait for replies on one connection; more fail at once with
+    /// ``RedisError/Code/tooManyPendingCommands``, so a stalled Redis cannot grow memory without bound.
+    /// Default: 1,000,000 (roughly 100 MB of bookkeeping at worst).
+    public var maximumPendingCommands: Int
 
     public init(
         endpoint: Endpoint = .tcp(host: "127.0.0.1", port: 6379),
@@ -84,7 +88,8 @@ public struct RedisConfiguration: Sendable {
         tls: TLS? = nil,
         connectTimeout: TimeAmount = .seconds(5),
         commandTimeout: TimeAmount? = .seconds(10),
-        reconnect: ReconnectPolicy = ReconnectPolicy()
+        reconnect: ReconnectPolicy = ReconnectPolicy(),
+        maximumPendingCommands: Int = 1_000_000
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -95,6 +100,7 @@ public struct RedisConfiguration: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.reconnect = reconnect
+        self.maximumPendingCommands = maximumPendingCommands
     }
 
     /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, system trust store unless ``tls`` is

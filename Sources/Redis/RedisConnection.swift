@@ -90,6 +90,7 @@ public actor RedisConnection {
                         RedisChannelHandler(
                             eventLoop: channel.eventLoop,
                             commandTimeout: configuration.commandTimeout,
+                            maximumPendingCommands: configuration.maximumPendingCommands,
                             onMessage: onMessage,
                             logger: logger
                         )

@@ -188,6 +188,33 @@ struct RedisChannelHandlerTests {
         #expect(!channel.isActive)
     }
 
+    @Test func pendingCommandsAreBounded() throws {
+        let channel = EmbeddedChannel()
+        let handler = RedisChannelHandler(
+            eventLoop: channel.eventLoop,
+            commandTimeout: nil,
+            maximumPendingCommands: 2,
+            onMessage: nil,
+            logger: testLogger
+        )
+        try channel.pipeline.syncOperations.addHandler(handler)
+        let connection = RedisConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        let first = connection.send("PING")
+        _ = connection.send("PING")
+        do {
+            _ = try connection.send("PING").wait()
+            Issue.record("expected back-pressure")
+        } catch let error as RedisError {
+            #expect(error.code == .tooManyPendingCommands)
+        }
+        channel.embeddedEventLoop.run()
+        try channel.writeInbound(ByteBuffer(string: "+PONG\r\n"))
+        #expect(try first.wait() == .simpleString("PONG"))
+        // One reply freed one place.
+        _ = connection.send("PING")
+        _ = try? channel.finish()
+    }
+
     @Test func unexpectedReplyClosesTheConnection() throws {
         let (channel, _) = try self.makeChannel()
         try channel.writeInbound(ByteBuffer(string: "+OK\r\n"))
