@@ -137,6 +137,15 @@ struct RedisReconnectTests {
         #expect(action == .cancelRetry)
         #expect(published == .shutdown)
     }
+
+    @Test func connectionLostDuringSetUpIsAFailedAttempt() {
+        var machine = ReconnectStateMachine(policy: ReconnectPolicy())
+        #expect(machine.start() == .connect)
+        let (action, published) = machine.connectionLost(random: 0)
+        #expect(action == .scheduleRetry(delay: .milliseconds(100), attempt: 1))
+        #expect(published == .disconnected)
+        #expect(machine.retryTimerFired() == .connect)
+    }
 }
 
 @Suite("Subscriber")
