@@ -246,3 +246,18 @@ private func pow(_ base: Double, _ exponent: Double) -> Double {
     }
     return result
 }
+
+extension RedisConfiguration: CustomStringConvertible {
+    /// For logs: the password is never included.
+    public var description: String {
+        var parts = ["endpoint: \(self.endpoint)"]
+        if let username { parts.append("username: \(username)") }
+        if self.password != nil { parts.append("password: <redacted>") }
+        if self.database != 0 { parts.append("database: \(self.database)") }
+        if let clientName { parts.append("clientName: \(clientName)") }
+        if self.tls != nil { parts.append("tls: on") }
+        parts.append("connectTimeout: \(self.connectTimeout)")
+        parts.append("commandTimeout: \(self.commandTimeout.map { "\($0)" } ?? "none")")
+        return "RedisConfiguration(" + parts.joined(separator: ", ") + ")"
+    }
+}

@@ -49,6 +49,12 @@ struct RedisURLTests {
         #expect(error?.code == .invalidURL)
     }
 
+    @Test func descriptionRedactsThePassword() throws {
+        let configuration = try RedisConfiguration(url: "redis://u:hunter2@host:6379/1")
+        #expect(!"\(configuration)".contains("hunter2"))
+        #expect("\(configuration)".contains("<redacted>"))
+    }
+
     @Test func invalidURLErrorDoesNotEchoThePassword() {
         let error = #expect(throws: RedisError.self) {
             _ = try RedisConfiguration(url: "redis://u:hunter2@host:bad")
