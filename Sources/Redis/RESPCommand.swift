@@ -285,7 +285,12 @@ extension RedisPipeline {
     }
 
     @inlinable
-    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3) {
+    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) {
         self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 4)
         a0.writeBulkString(into: &self._buffer)
         a1.writeBulkString(into: &self._buffer)
@@ -295,7 +300,13 @@ extension RedisPipeline {
     }
 
     @inlinable
-    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) {
+    public mutating func append<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) {
         self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 5)
         a0.writeBulkString(into: &self._buffer)
         a1.writeBulkString(into: &self._buffer)
@@ -306,7 +317,14 @@ extension RedisPipeline {
     }
 
     @inlinable
-    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument, A5: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
+    public mutating func append<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
         self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 6)
         a0.writeBulkString(into: &self._buffer)
         a1.writeBulkString(into: &self._buffer)
@@ -352,7 +370,12 @@ extension RESPCommand {
     }
 
     @inlinable
-    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3) {
+    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) {
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 4)
         a0.writeBulkString(into: &buffer)
@@ -363,7 +386,13 @@ extension RESPCommand {
     }
 
     @inlinable
-    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) {
+    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3,
+        _ a4: A4
+    ) {
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 5)
         a0.writeBulkString(into: &buffer)
@@ -375,7 +404,14 @@ extension RESPCommand {
     }
 
     @inlinable
-    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument, A5: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
+    public init<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 6)
         a0.writeBulkString(into: &buffer)

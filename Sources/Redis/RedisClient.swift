@@ -376,7 +376,11 @@ extension RedisClient {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2
+    ) -> EventLoopFuture<RESPValue> {
         if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
             return connection.send(a0, a1, a2)
         }
@@ -384,7 +388,12 @@ extension RedisClient {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) -> EventLoopFuture<RESPValue> {
         if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
             return connection.send(a0, a1, a2, a3)
         }
@@ -392,7 +401,13 @@ extension RedisClient {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
         if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
             return connection.send(a0, a1, a2, a3, a4)
         }
@@ -400,7 +415,14 @@ extension RedisClient {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument, A5: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
         if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
             return connection.send(a0, a1, a2, a3, a4, a5)
         }

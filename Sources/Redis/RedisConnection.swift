@@ -56,7 +56,11 @@ public actor RedisConnection {
         do {
             return try NIOSSLContext(configuration: tls.configuration)
         } catch {
-            throw RedisError(code: .invalidConfiguration, message: "cannot set up TLS: \(error)", underlyingError: error)
+            throw RedisError(
+                code: .invalidConfiguration,
+                message: "cannot set up TLS: \(error)",
+                underlyingError: error
+            )
         }
     }
 
@@ -323,7 +327,11 @@ extension RedisConnection {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2
+    ) -> EventLoopFuture<RESPValue> {
         self.sendArguments(3) { buffer in
             a0.writeBulkString(into: &buffer)
             a1.writeBulkString(into: &buffer)
@@ -332,7 +340,12 @@ extension RedisConnection {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) -> EventLoopFuture<RESPValue> {
         self.sendArguments(4) { buffer in
             a0.writeBulkString(into: &buffer)
             a1.writeBulkString(into: &buffer)
@@ -342,7 +355,13 @@ extension RedisConnection {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
         self.sendArguments(5) { buffer in
             a0.writeBulkString(into: &buffer)
             a1.writeBulkString(into: &buffer)
@@ -353,7 +372,14 @@ extension RedisConnection {
     }
 
     @inlinable
-    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument, A5: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
         self.sendArguments(6) { buffer in
             a0.writeBulkString(into: &buffer)
             a1.writeBulkString(into: &buffer)

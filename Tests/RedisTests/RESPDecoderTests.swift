@@ -111,7 +111,8 @@ struct RESPDecoderTests {
         var input: [UInt8] = []
         var expected: [RESPValue] = []
         for index in 0..<5000 {
-            let value = String(repeating: Character(UnicodeScalar(UInt8(97 + index % 26))), count: (index * 37) % 301)
+            let value =
+                String(repeating: Character(UnicodeScalar(UInt8(97 + index % 26))), count: (index * 37) % 301)
                 + "#\(index)"
             input += Array("$\(value.utf8.count)\r\n\(value)\r\n".utf8)
             expected.append(bulk(value))

@@ -5,7 +5,10 @@ import Testing
 
 @testable import Redis
 
-private func connect(_ server: TestRedisServer, _ configure: (inout RedisConfiguration) -> Void = { _ in })
+private func connect(
+    _ server: TestRedisServer,
+    _ configure: (inout RedisConfiguration) -> Void = { _ in }
+)
     async throws -> RedisConnection
 {
     var configuration = server.configuration
@@ -164,7 +167,10 @@ struct RedisChannelHandlerTests {
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
         channel.embeddedEventLoop.run()
         let written = try channel.readOutbound(as: ByteBuffer.self)
-        #expect(written.map { String(buffer: $0) } == "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n")
+        #expect(
+            written.map { String(buffer: $0) }
+                == "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+        )
         try channel.writeInbound(ByteBuffer(string: "+OK\r\n$1\r\n1\r\n"))
         #expect(try first.wait() == .simpleString("OK"))
         #expect(try second.wait().string == "1")
@@ -297,7 +303,9 @@ struct RedisSubscriberHandlerTests {
         let (channel, connection, _) = try self.makeChannel()
         let subscribed = connection.sendSubscription(.shardChannel, subscribe: true, names: ["x", "y"])
         channel.embeddedEventLoop.run()
-        try channel.writeInbound(ByteBuffer(string: "-NOPERM this user has no permissions to access one of the channels\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "-NOPERM this user has no permissions to access one of the channels\r\n")
+        )
         do {
             try subscribed.wait()
             Issue.record("expected NOPERM")

@@ -43,7 +43,9 @@ struct RedisURLTests {
         #expect(configuration.database == 3)
     }
 
-    @Test(arguments: ["localhost:6379", "http://x", "redis://host:notaport", "redis://host:70000", "redis://h/x", "unix://"])
+    @Test(arguments: [
+        "localhost:6379", "http://x", "redis://host:notaport", "redis://host:70000", "redis://h/x", "unix://",
+    ])
     func rejectsBadURLs(url: String) {
         let error = #expect(throws: RedisError.self) { _ = try RedisConfiguration(url: url) }
         #expect(error?.code == .invalidURL)
@@ -202,7 +204,9 @@ struct TestCertificates {
 
     init() throws {
         guard let openssl = TestRedisServer.findExecutable("openssl") else {
-            throw OpenSSLFailed(description: "openssl CLI not found on PATH: the TLS test makes its certificates with it")
+            throw OpenSSLFailed(
+                description: "openssl CLI not found on PATH: the TLS test makes its certificates with it"
+            )
         }
         self.directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("switchboard-tls-\(UUID().uuidString)")

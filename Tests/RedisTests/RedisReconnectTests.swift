@@ -222,7 +222,9 @@ struct RedisSubscriberTests {
             try await watcher.next(.connected)
             #expect(await subscriber.subscriptions()[.channel] == ["sport"])
             try await publisherWatcher.next(.connected)
-            #expect(try await publisher.execute("PUBSUB", "NUMSUB", "sport", "news").array?.map(\.int) == [nil, 1, nil, 0])
+            #expect(
+                try await publisher.execute("PUBSUB", "NUMSUB", "sport", "news").array?.map(\.int) == [nil, 1, nil, 0]
+            )
             #expect(try await publisher.execute("PUBLISH", "sport", "after restart") == .integer(1))
             #expect(try await publisher.execute("PUBLISH", "room:7", "room after restart") == .integer(1))
             #expect(try await publisher.execute("SPUBLISH", "shard-a", "shard after restart") == .integer(1))

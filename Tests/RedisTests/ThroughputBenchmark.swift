@@ -103,7 +103,13 @@ struct ThroughputBenchmark {
         let start = ContinuousClock.now
         let futures = connections.map { connection in
             connection.eventLoop.flatSubmit {
-                Driver.run(connection: connection, command: command, mode: mode, total: perConnection, depth: Self.depth)
+                Driver.run(
+                    connection: connection,
+                    command: command,
+                    mode: mode,
+                    total: perConnection,
+                    depth: Self.depth
+                )
             }
         }
         let errors = try await EventLoopFuture.whenAllSucceed(futures, on: group.next()).get().reduce(0, +)
@@ -287,7 +293,13 @@ private final class Driver {
         self.promise = connection.eventLoop.makePromise()
     }
 
-    static func run(connection: RedisConnection, command: String, mode: Mode, total: Int, depth: Int)
+    static func run(
+        connection: RedisConnection,
+        command: String,
+        mode: Mode,
+        total: Int,
+        depth: Int
+    )
         -> EventLoopFuture<Int>
     {
         let driver = Driver(connection: connection, command: command, mode: mode, total: total, depth: depth)
