@@ -40,7 +40,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Tests/RedisTests"
+            path: "Tests/RedisTests",
+            exclude: ["redis-throughput.sh"]
         ),
     ],
     swiftLanguageModes: [.v6]
