@@ -258,3 +258,168 @@ extension RESPWriting {
         return index + digits
     }
 }
+
+extension RedisPipeline {
+    @inlinable
+    public mutating func append<A0: RESPArgument>(_ a0: A0) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 1)
+        a0.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+
+    @inlinable
+    public mutating func append<A0: RESPArgument, A1: RESPArgument>(_ a0: A0, _ a1: A1) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 2)
+        a0.writeBulkString(into: &self._buffer)
+        a1.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+
+    @inlinable
+    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 3)
+        a0.writeBulkString(into: &self._buffer)
+        a1.writeBulkString(into: &self._buffer)
+        a2.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+
+    @inlinable
+    public mutating func append<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 4)
+        a0.writeBulkString(into: &self._buffer)
+        a1.writeBulkString(into: &self._buffer)
+        a2.writeBulkString(into: &self._buffer)
+        a3.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+
+    @inlinable
+    public mutating func append<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 5)
+        a0.writeBulkString(into: &self._buffer)
+        a1.writeBulkString(into: &self._buffer)
+        a2.writeBulkString(into: &self._buffer)
+        a3.writeBulkString(into: &self._buffer)
+        a4.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+
+    @inlinable
+    public mutating func append<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
+        self._buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 6)
+        a0.writeBulkString(into: &self._buffer)
+        a1.writeBulkString(into: &self._buffer)
+        a2.writeBulkString(into: &self._buffer)
+        a3.writeBulkString(into: &self._buffer)
+        a4.writeBulkString(into: &self._buffer)
+        a5.writeBulkString(into: &self._buffer)
+        self._count += 1
+    }
+}
+
+extension RESPCommand {
+    @usableFromInline
+    init(encoded buffer: ByteBuffer) {
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<A0: RESPArgument>(_ a0: A0) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 1)
+        a0.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<A0: RESPArgument, A1: RESPArgument>(_ a0: A0, _ a1: A1) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 2)
+        a0.writeBulkString(into: &buffer)
+        a1.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(_ a0: A0, _ a1: A1, _ a2: A2) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 3)
+        a0.writeBulkString(into: &buffer)
+        a1.writeBulkString(into: &buffer)
+        a2.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 4)
+        a0.writeBulkString(into: &buffer)
+        a1.writeBulkString(into: &buffer)
+        a2.writeBulkString(into: &buffer)
+        a3.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument, A4: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3,
+        _ a4: A4
+    ) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 5)
+        a0.writeBulkString(into: &buffer)
+        a1.writeBulkString(into: &buffer)
+        a2.writeBulkString(into: &buffer)
+        a3.writeBulkString(into: &buffer)
+        a4.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+
+    @inlinable
+    public init<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64)
+        buffer.writeRESPLengthHeader(UInt8(ascii: "*"), 6)
+        a0.writeBulkString(into: &buffer)
+        a1.writeBulkString(into: &buffer)
+        a2.writeBulkString(into: &buffer)
+        a3.writeBulkString(into: &buffer)
+        a4.writeBulkString(into: &buffer)
+        a5.writeBulkString(into: &buffer)
+        self._buffer = buffer
+    }
+}

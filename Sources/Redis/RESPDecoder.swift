@@ -95,6 +95,8 @@ final class HiredisReader {
     private var stack: [Frame] = []
     private var root: RESPValue?
     private var failed: RedisError?
+    /// The bytes fed last (see `sliceOfLastInput`).
+    private var lastInput: ByteBuffer?
     fileprivate let allocator = ByteBufferAllocator()
 
     init(maximumIdleBuffer: Int) {
@@ -147,6 +149,9 @@ final class HiredisReader {
         let raw = UnsafeRawBufferPointer(start: bytes, count: length)
         switch task.pointee.type {
         case REDIS_REPLY_STRING:
+            if let slice = self.sliceOfLastInput(bytes, length: length) {
+                return self.complete(.bulkString(slice))
+            }
             var buffer = self.allocator.buffer(capacity: length)
             buffer.writeBytes(raw)
             return self.complete(.bulkString(buffer))
@@ -158,6 +163,19 @@ final class HiredisReader {
             self.failed = RedisError(code: .protocolError, message: "unknown string reply type \(task.pointee.type)")
             return nil
         }
+    }
+
+    /// When the string lies entirely in the input fed last, the same bytes as a slice of that input: no allocation,
+    /// no copy. The input fed last always sits at the tail of hiredis's buffer (hiredis only ever drops consumed
+    /// bytes from the front), so a string's offset there maps to an index in the input.
+    ///
+    /// A slice keeps the whole read buffer it came from alive; values are meant to be relayed or parsed, not kept.
+    private func sliceOfLastInput(_ bytes: UnsafeMutablePointer<CChar>?, length: Int) -> ByteBuffer? {
+        guard let input = self.lastInput, let bytes, let start = self.reader.pointee.buf else { return nil }
+        let offset = UnsafeRawPointer(bytes) - UnsafeRawPointer(start)
+        let inputStart = self.reader.pointee.len - input.readableBytes
+        guard offset >= inputStart else { return nil }
+        return input.getSlice(at: input.readerIndex + offset - inputStart, length: length)
     }
 
     private func createArray(_ count: Int32) -> UnsafeMutableRawPointer? {
@@ -198,8 +216,10 @@ final class HiredisReader {
             return redisReaderFeed(self.reader, base.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         if status != REDIS_OK {
+            self.lastInput = nil
             throw self.readerError()
         }
+        self.lastInput = buffer.readableBytes > 0 ? buffer : nil
     }
 
     @usableFromInline

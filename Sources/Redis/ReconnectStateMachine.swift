@@ -93,14 +93,17 @@ struct ReconnectStateMachine {
         }
     }
 
-    /// The established connection closed.
+    /// The connection closed: after it was set up, or while it was being set up (e.g. while a subscriber restored
+    /// its subscriptions), which counts as a failed attempt.
     mutating func connectionLost(random: Double) -> (Action, RedisConnectionState?) {
         switch self.state {
         case .connected:
             self.state = .waiting(attempt: 0)
             let delay = self.policy.delay(attempt: 0, random: random)
             return (.scheduleRetry(delay: delay, attempt: 1), self.publish(.disconnected))
-        case .shutdown, .idle, .connecting, .waiting:
+        case .connecting:
+            return self.connectFailed(random: random)
+        case .shutdown, .idle, .waiting:
             return (.none, nil)
         }
     }

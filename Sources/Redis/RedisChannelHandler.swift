@@ -7,8 +7,11 @@ import NIOCore
 /// Commands issued during one event-loop tick are encoded into one outbound buffer and flushed together once the tick
 /// ends; pipelines are written and flushed immediately as one buffer. All methods must be called on the channel's
 /// event loop.
+@usableFromInline
 final class RedisChannelHandler: ChannelInboundHandler {
+    @usableFromInline
     typealias InboundIn = ByteBuffer
+    @usableFromInline
     typealias OutboundOut = ByteBuffer
 
     /// Called on the event loop for every pub/sub message (subscriber connections only).
@@ -37,11 +40,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
     init(
         eventLoop: EventLoop,
         commandTimeout: TimeAmount?,
+        maximumPendingCommands: Int = .max,
         onMessage: MessageHandler?,
         logger: Logger
     ) {
         self.eventLoop = eventLoop
-        self.stateMachine = RedisConnectionStateMachine(isSubscriber: onMessage != nil)
+        self.stateMachine = RedisConnectionStateMachine(
+            isSubscriber: onMessage != nil,
+            maximumPendingCommands: maximumPendingCommands
+        )
         self.decoder = RESPDecoder()
         self.commandTimeout = commandTimeout
         self.onMessage = onMessage
@@ -51,16 +58,20 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     // MARK: sending (on the event loop)
 
+    /// ``send(_:replies:timeout:encode:)`` for one command answered by one value; callable from inlinable code.
+    @usableFromInline
+    func sendValue(_ promise: EventLoopPromise<RESPValue>, encode: (inout ByteBuffer) -> Void) {
+        self.send(.value(promise), encode: encode)
+    }
+
     /// Queues one command (encoded by `encode` straight into the outbound buffer); it is flushed at the end of this
     /// event-loop tick together with every other command queued in the tick.
-    @inlinable
     func send(
         _ completion: RedisConnectionStateMachine.Completion,
         replies: Int = 1,
         timeout: TimeAmount? = nil,
         encode: (inout ByteBuffer) -> Void
     ) {
-        self.eventLoop.preconditionInEventLoop()
         guard let deadline = self.register(completion, replies: replies, timeout: timeout) else { return }
         encode(&self.outbound)
         self.scheduleFlush()
@@ -173,15 +184,18 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     // MARK: channel events
 
+    @usableFromInline
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
+    @usableFromInline
     func handlerRemoved(context: ChannelHandlerContext) {
         self.closeAll(RedisError(code: .connectionClosed, message: "the Redis handler was removed"))
         self.context = nil
     }
 
+    @usableFromInline
     func channelInactive(context: ChannelHandlerContext) {
         let reason =
             self.closeReason
@@ -190,6 +204,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    @usableFromInline
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         let redisError =
             (error as? RedisError)
@@ -201,6 +216,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         self.close(context: context, reason: redisError)
     }
 
+    @usableFromInline
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = Self.unwrapInboundIn(data)
         do {

@@ -238,18 +238,21 @@ public actor RedisClient {
 
     /// Sends one command on the current connection; fails at once with ``RedisError/Code/connectionUnavailable``
     /// when not connected. From the client's event loop this neither allocates a task nor hops.
+    @inlinable
     public nonisolated func send<each Argument: RESPArgument>(
         _ arguments: repeat each Argument
     ) -> EventLoopFuture<RESPValue> {
-        if self.eventLoop.inEventLoop {
-            return self.assumeIsolated { client in
-                guard let connection = client.usableConnection else {
-                    return client.eventLoop.makeFailedFuture(client.unavailable)
-                }
-                return connection.send(repeat each arguments)
-            }
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(repeat each arguments)
         }
+        // Off the loop, or not connected (this path fails the command with `connectionUnavailable`).
         return self.send(RESPCommand(repeat each arguments))
+    }
+
+    /// The usable connection; only call on the event loop.
+    @usableFromInline
+    nonisolated func connectionOnLoop() -> RedisConnection? {
+        self.assumeIsolated { $0.usableConnection }
     }
 
     public nonisolated func send(_ command: RESPCommand, timeout: TimeAmount? = nil) -> EventLoopFuture<RESPValue> {
@@ -352,5 +355,77 @@ public actor RedisClient {
             )
         }
         return EventLoopFuture.andAllSucceed(futures, on: self.eventLoop)
+    }
+}
+
+extension RedisClient {
+    @inlinable
+    public nonisolated func send<A0: RESPArgument>(_ a0: A0) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0)
+        }
+        return self.send(RESPCommand(a0))
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument>(_ a0: A0, _ a1: A1) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0, a1)
+        }
+        return self.send(RESPCommand(a0, a1))
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2
+    ) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0, a1, a2)
+        }
+        return self.send(RESPCommand(a0, a1, a2))
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0, a1, a2, a3)
+        }
+        return self.send(RESPCommand(a0, a1, a2, a3))
+    }
+
+    @inlinable
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0, a1, a2, a3, a4)
+        }
+        return self.send(RESPCommand(a0, a1, a2, a3, a4))
+    }
+
+    @inlinable
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
+        if self.eventLoop.inEventLoop, let connection = self.connectionOnLoop() {
+            return connection.send(a0, a1, a2, a3, a4, a5)
+        }
+        return self.send(RESPCommand(a0, a1, a2, a3, a4, a5))
     }
 }

@@ -74,6 +74,10 @@ public struct RedisConfiguration: Sendable {
     public var commandTimeout: TimeAmount?
     /// Reconnect backoff for ``RedisClient`` and ``RedisSubscriber``. Default: see ``ReconnectPolicy``.
     public var reconnect: ReconnectPolicy
+    /// Commands (a pipeline counts once) that may wait for replies on one connection; more fail at once with
+    /// ``RedisError/Code/tooManyPendingCommands``, so a stalled Redis cannot grow memory without bound.
+    /// Default: 1,000,000 (roughly 100 MB of bookkeeping at worst).
+    public var maximumPendingCommands: Int
 
     public init(
         endpoint: Endpoint = .tcp(host: "127.0.0.1", port: 6379),
@@ -84,7 +88,8 @@ public struct RedisConfiguration: Sendable {
         tls: TLS? = nil,
         connectTimeout: TimeAmount = .seconds(5),
         commandTimeout: TimeAmount? = .seconds(10),
-        reconnect: ReconnectPolicy = ReconnectPolicy()
+        reconnect: ReconnectPolicy = ReconnectPolicy(),
+        maximumPendingCommands: Int = 1_000_000
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -95,6 +100,7 @@ public struct RedisConfiguration: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.reconnect = reconnect
+        self.maximumPendingCommands = maximumPendingCommands
     }
 
     /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, system trust store unless ``tls`` is
@@ -239,4 +245,19 @@ private func pow(_ base: Double, _ exponent: Double) -> Double {
         remaining -= 1
     }
     return result
+}
+
+extension RedisConfiguration: CustomStringConvertible {
+    /// For logs: the password is never included.
+    public var description: String {
+        var parts = ["endpoint: \(self.endpoint)"]
+        if let username { parts.append("username: \(username)") }
+        if self.password != nil { parts.append("password: <redacted>") }
+        if self.database != 0 { parts.append("database: \(self.database)") }
+        if let clientName { parts.append("clientName: \(clientName)") }
+        if self.tls != nil { parts.append("tls: on") }
+        parts.append("connectTimeout: \(self.connectTimeout)")
+        parts.append("commandTimeout: \(self.commandTimeout.map { "\($0)" } ?? "none")")
+        return "RedisConfiguration(" + parts.joined(separator: ", ") + ")"
+    }
 }

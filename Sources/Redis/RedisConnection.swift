@@ -15,6 +15,7 @@ public actor RedisConnection {
     public nonisolated let channel: any Channel
     /// The event loop every operation of this connection runs on.
     public nonisolated let eventLoop: any EventLoop
+    @usableFromInline
     nonisolated let handler: NIOLoopBound<RedisChannelHandler>
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -55,7 +56,11 @@ public actor RedisConnection {
         do {
             return try NIOSSLContext(configuration: tls.configuration)
         } catch {
-            throw RedisError(code: .invalidConfiguration, message: "cannot set up TLS: \(error)", underlyingError: error)
+            throw RedisError(
+                code: .invalidConfiguration,
+                message: "cannot set up TLS: \(error)",
+                underlyingError: error
+            )
         }
     }
 
@@ -89,6 +94,7 @@ public actor RedisConnection {
                         RedisChannelHandler(
                             eventLoop: channel.eventLoop,
                             commandTimeout: configuration.commandTimeout,
+                            maximumPendingCommands: configuration.maximumPendingCommands,
                             onMessage: onMessage,
                             logger: logger
                         )
@@ -169,12 +175,16 @@ public actor RedisConnection {
 
     /// Sends one command (the first argument is its name). An error reply fails the future with a typed
     /// ``RedisError`` carrying Redis's message.
+    ///
+    /// Inlinable so the argument pack is specialised in the caller (unspecialised packs cost runtime metadata
+    /// look-ups per call).
+    @inlinable
     public nonisolated func send<each Argument: RESPArgument>(
         _ arguments: repeat each Argument
     ) -> EventLoopFuture<RESPValue> {
         let promise = self.eventLoop.makePromise(of: RESPValue.self)
         if self.eventLoop.inEventLoop {
-            self.handler.value.send(.value(promise)) { buffer in
+            self.handler.value.sendValue(promise) { buffer in
                 RESPWriting.writeCommand(repeat each arguments, into: &buffer)
             }
         } else {
@@ -190,7 +200,8 @@ public actor RedisConnection {
         return promise.futureResult
     }
 
-    private nonisolated func enqueue(_ command: RESPCommand, promise: EventLoopPromise<RESPValue>, timeout: TimeAmount?) {
+    @usableFromInline
+    nonisolated func enqueue(_ command: RESPCommand, promise: EventLoopPromise<RESPValue>, timeout: TimeAmount?) {
         let handler = self.handler
         self.eventLoop.execute(inEventLoop: self.eventLoop.inEventLoop) {
             handler.value.send(.value(promise), timeout: timeout) { buffer in
@@ -272,6 +283,110 @@ extension EventLoop {
             work()
         } else {
             self.execute(work)
+        }
+    }
+}
+
+// MARK: - Fixed-arity overloads
+//
+// The argument-pack `send` is not specialised by the compiler (each call would look up pack metadata at run time),
+// so the common arities have ordinary generic overloads, which overload resolution prefers.
+
+extension RedisConnection {
+    /// Encodes `count` arguments with `encode` and sends them as one command (see ``send(_:)-(repeat each Argument)``).
+    @inlinable
+    nonisolated func sendArguments(_ count: Int, _ encode: (inout ByteBuffer) -> Void) -> EventLoopFuture<RESPValue> {
+        let promise = self.eventLoop.makePromise(of: RESPValue.self)
+        if self.eventLoop.inEventLoop {
+            self.handler.value.sendValue(promise) { buffer in
+                buffer.writeRESPLengthHeader(UInt8(ascii: "*"), count)
+                encode(&buffer)
+            }
+        } else {
+            var buffer = ByteBufferAllocator().buffer(capacity: 64)
+            buffer.writeRESPLengthHeader(UInt8(ascii: "*"), count)
+            encode(&buffer)
+            self.enqueue(RESPCommand(encoded: buffer), promise: promise, timeout: nil)
+        }
+        return promise.futureResult
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument>(_ a0: A0) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(1) { buffer in
+            a0.writeBulkString(into: &buffer)
+        }
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument>(_ a0: A0, _ a1: A1) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(2) { buffer in
+            a0.writeBulkString(into: &buffer)
+            a1.writeBulkString(into: &buffer)
+        }
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2
+    ) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(3) { buffer in
+            a0.writeBulkString(into: &buffer)
+            a1.writeBulkString(into: &buffer)
+            a2.writeBulkString(into: &buffer)
+        }
+    }
+
+    @inlinable
+    public nonisolated func send<A0: RESPArgument, A1: RESPArgument, A2: RESPArgument, A3: RESPArgument>(
+        _ a0: A0,
+        _ a1: A1,
+        _ a2: A2,
+        _ a3: A3
+    ) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(4) { buffer in
+            a0.writeBulkString(into: &buffer)
+            a1.writeBulkString(into: &buffer)
+            a2.writeBulkString(into: &buffer)
+            a3.writeBulkString(into: &buffer)
+        }
+    }
+
+    @inlinable
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(5) { buffer in
+            a0.writeBulkString(into: &buffer)
+            a1.writeBulkString(into: &buffer)
+            a2.writeBulkString(into: &buffer)
+            a3.writeBulkString(into: &buffer)
+            a4.writeBulkString(into: &buffer)
+        }
+    }
+
+    @inlinable
+    public nonisolated func send<
+        A0: RESPArgument,
+        A1: RESPArgument,
+        A2: RESPArgument,
+        A3: RESPArgument,
+        A4: RESPArgument,
+        A5: RESPArgument
+    >(_ a0: A0, _ a1: A1, _ a2: A2, _ a3: A3, _ a4: A4, _ a5: A5) -> EventLoopFuture<RESPValue> {
+        self.sendArguments(6) { buffer in
+            a0.writeBulkString(into: &buffer)
+            a1.writeBulkString(into: &buffer)
+            a2.writeBulkString(into: &buffer)
+            a3.writeBulkString(into: &buffer)
+            a4.writeBulkString(into: &buffer)
+            a5.writeBulkString(into: &buffer)
         }
     }
 }

@@ -46,8 +46,12 @@ struct RedisConnectionStateMachine {
     /// Subscriber connections recognise `message` / `pmessage` / `smessage` pushes.
     let isSubscriber: Bool
 
-    init(isSubscriber: Bool) {
+    /// Commands (or pipelines) that may wait for replies at once; beyond it `send` fails fast.
+    let maximumPendingCommands: Int
+
+    init(isSubscriber: Bool, maximumPendingCommands: Int = .max) {
         self.isSubscriber = isSubscriber
+        self.maximumPendingCommands = maximumPendingCommands
     }
 
     var pendingCount: Int { self.pending.count }
@@ -67,6 +71,14 @@ struct RedisConnectionStateMachine {
     mutating func send(_ command: PendingCommand) -> SendAction {
         switch self.state {
         case .active:
+            guard self.pending.count < self.maximumPendingCommands else {
+                return .fail(
+                    RedisError(
+                        code: .tooManyPendingCommands,
+                        message: "\(self.pending.count) commands are already waiting for Redis to reply"
+                    )
+                )
+            }
             self.pending.append(command)
             return .write
         case .closed(let error):

@@ -11,7 +11,7 @@ public struct RedisError: Error, Sendable, Hashable {
             case execAbort, crossSlot, tryAgain, clusterDown, masterDown, otherServerError
             // Failures on the client side.
             case connectionClosed, connectionUnavailable, connectFailed, timeout, protocolError, invalidURL
-            case invalidConfiguration, shutdown, unexpectedReply
+            case invalidConfiguration, shutdown, unexpectedReply, tooManyPendingCommands
         }
         fileprivate let base: Base
 
@@ -68,6 +68,9 @@ public struct RedisError: Error, Sendable, Hashable {
         public static let invalidConfiguration = Code(base: .invalidConfiguration)
         /// The client was shut down.
         public static let shutdown = Code(base: .shutdown)
+        /// The connection already has ``RedisConfiguration/maximumPendingCommands`` commands waiting for replies;
+        /// the command was not sent (back-pressure instead of unbounded memory).
+        public static let tooManyPendingCommands = Code(base: .tooManyPendingCommands)
 
         /// True for errors that are replies from Redis, false for client-side failures.
         public var isServerError: Bool {
@@ -76,7 +79,7 @@ public struct RedisError: Error, Sendable, Hashable {
                 .execAbort, .crossSlot, .tryAgain, .clusterDown, .masterDown, .otherServerError:
                 return true
             case .connectionClosed, .connectionUnavailable, .connectFailed, .timeout, .protocolError, .invalidURL,
-                .invalidConfiguration, .shutdown, .unexpectedReply:
+                .invalidConfiguration, .shutdown, .unexpectedReply, .tooManyPendingCommands:
                 return false
             }
         }

@@ -104,6 +104,31 @@ struct RESPDecoderTests {
         _ = try? channel.finish()
     }
 
+    @Test("many bulk strings across read and feed boundaries keep their bytes")
+    func manyBulkStringsAcrossBoundaries() throws {
+        // Values are sliced from the input when they lie inside the piece fed last, copied otherwise; both must
+        // give the same bytes whatever the read sizes.
+        var input: [UInt8] = []
+        var expected: [RESPValue] = []
+        for index in 0..<5000 {
+            let value =
+                String(repeating: Character(UnicodeScalar(UInt8(97 + index % 26))), count: (index * 37) % 301)
+                + "#\(index)"
+            input += Array("$\(value.utf8.count)\r\n\(value)\r\n".utf8)
+            expected.append(bulk(value))
+        }
+        for pieceSize in [input.count, 65_536, 8_191, 1_000, 97] {
+            let decoder = RESPDecoder()
+            var values: [RESPValue] = []
+            for start in stride(from: 0, to: input.count, by: pieceSize) {
+                try decoder.decode(ByteBuffer(bytes: input[start..<min(start + pieceSize, input.count)])) {
+                    values.append($0)
+                }
+            }
+            #expect(values == expected, "pieces of \(pieceSize) bytes")
+        }
+    }
+
     @Test("large bulk strings and long arrays")
     func largeValues() throws {
         let payload = String(repeating: "x", count: 1_000_000)

@@ -5,7 +5,10 @@ import Testing
 
 @testable import Redis
 
-private func connect(_ server: TestRedisServer, _ configure: (inout RedisConfiguration) -> Void = { _ in })
+private func connect(
+    _ server: TestRedisServer,
+    _ configure: (inout RedisConfiguration) -> Void = { _ in }
+)
     async throws -> RedisConnection
 {
     var configuration = server.configuration
@@ -164,7 +167,10 @@ struct RedisChannelHandlerTests {
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
         channel.embeddedEventLoop.run()
         let written = try channel.readOutbound(as: ByteBuffer.self)
-        #expect(written.map { String(buffer: $0) } == "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n")
+        #expect(
+            written.map { String(buffer: $0) }
+                == "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+        )
         try channel.writeInbound(ByteBuffer(string: "+OK\r\n$1\r\n1\r\n"))
         #expect(try first.wait() == .simpleString("OK"))
         #expect(try second.wait().string == "1")
@@ -186,6 +192,33 @@ struct RedisChannelHandlerTests {
             #expect(error.code == .protocolError)
         }
         #expect(!channel.isActive)
+    }
+
+    @Test func pendingCommandsAreBounded() throws {
+        let channel = EmbeddedChannel()
+        let handler = RedisChannelHandler(
+            eventLoop: channel.eventLoop,
+            commandTimeout: nil,
+            maximumPendingCommands: 2,
+            onMessage: nil,
+            logger: testLogger
+        )
+        try channel.pipeline.syncOperations.addHandler(handler)
+        let connection = RedisConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        let first = connection.send("PING")
+        _ = connection.send("PING")
+        do {
+            _ = try connection.send("PING").wait()
+            Issue.record("expected back-pressure")
+        } catch let error as RedisError {
+            #expect(error.code == .tooManyPendingCommands)
+        }
+        channel.embeddedEventLoop.run()
+        try channel.writeInbound(ByteBuffer(string: "+PONG\r\n"))
+        #expect(try first.wait() == .simpleString("PONG"))
+        // One reply freed one place.
+        _ = connection.send("PING")
+        _ = try? channel.finish()
     }
 
     @Test func unexpectedReplyClosesTheConnection() throws {
@@ -211,6 +244,74 @@ struct RedisChannelHandlerTests {
         channel.embeddedEventLoop.run()
         try channel.writeInbound(ByteBuffer(string: "$1\r\nx\r\n$1\r\ny\r\n"))
         #expect(try next.wait().string == "y")
+        #expect(channel.isActive)
+        _ = try? channel.finish()
+    }
+}
+
+@Suite("Subscriber handler on EmbeddedChannel")
+struct RedisSubscriberHandlerTests {
+    /// Collects messages delivered on the (embedded) loop.
+    final class Received: @unchecked Sendable {
+        // `@unchecked Sendable`: only touched on the EmbeddedEventLoop, i.e. the test's own thread.
+        var messages: [RedisPubSubMessage] = []
+        var subscribed = false
+    }
+
+    private func makeChannel() throws -> (EmbeddedChannel, RedisConnection, Received) {
+        let channel = EmbeddedChannel()
+        let received = Received()
+        let handler = RedisChannelHandler(
+            eventLoop: channel.eventLoop,
+            commandTimeout: nil,
+            onMessage: { received.messages.append($0) },
+            logger: testLogger
+        )
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
+        let connection = RedisConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+        return (channel, connection, received)
+    }
+
+    @Test func confirmationsPerNameWithMessagesInterleaved() throws {
+        let (channel, connection, received) = try self.makeChannel()
+        let subscribed = connection.sendSubscription(.channel, subscribe: true, names: ["a", "b"])
+        let ping = connection.send("PING")
+        channel.embeddedEventLoop.run()
+        #expect(
+            try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }
+                == "*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n*1\r\n$4\r\nPING\r\n"
+        )
+        subscribed.whenSuccess { received.subscribed = true }
+        try channel.writeInbound(ByteBuffer(string: "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"))
+        #expect(!received.subscribed)
+        try channel.writeInbound(ByteBuffer(string: "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        )
+        #expect(received.subscribed)
+        #expect(try ping.wait().array?.first?.string == "pong")
+        try channel.writeInbound(
+            ByteBuffer(string: "*4\r\n$8\r\npmessage\r\n$2\r\nr*\r\n$2\r\nr1\r\n$1\r\nx\r\n")
+        )
+        #expect(received.messages.map(\.kind) == [.message, .patternMessage])
+        #expect(received.messages.last?.pattern == ByteBuffer(string: "r*"))
+        _ = try? channel.finish()
+    }
+
+    @Test func errorReplyFailsTheWholeSubscription() throws {
+        let (channel, connection, _) = try self.makeChannel()
+        let subscribed = connection.sendSubscription(.shardChannel, subscribe: true, names: ["x", "y"])
+        channel.embeddedEventLoop.run()
+        try channel.writeInbound(
+            ByteBuffer(string: "-NOPERM this user has no permissions to access one of the channels\r\n")
+        )
+        do {
+            try subscribed.wait()
+            Issue.record("expected NOPERM")
+        } catch let error as RedisError {
+            #expect(error.code == .noperm)
+        }
         #expect(channel.isActive)
         _ = try? channel.finish()
     }

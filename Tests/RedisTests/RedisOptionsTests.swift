@@ -43,10 +43,18 @@ struct RedisURLTests {
         #expect(configuration.database == 3)
     }
 
-    @Test(arguments: ["localhost:6379", "http://x", "redis://host:notaport", "redis://host:70000", "redis://h/x", "unix://"])
+    @Test(arguments: [
+        "localhost:6379", "http://x", "redis://host:notaport", "redis://host:70000", "redis://h/x", "unix://",
+    ])
     func rejectsBadURLs(url: String) {
         let error = #expect(throws: RedisError.self) { _ = try RedisConfiguration(url: url) }
         #expect(error?.code == .invalidURL)
+    }
+
+    @Test func descriptionRedactsThePassword() throws {
+        let configuration = try RedisConfiguration(url: "redis://u:hunter2@host:6379/1")
+        #expect(!"\(configuration)".contains("hunter2"))
+        #expect("\(configuration)".contains("<redacted>"))
     }
 
     @Test func invalidURLErrorDoesNotEchoThePassword() {
@@ -196,7 +204,9 @@ struct TestCertificates {
 
     init() throws {
         guard let openssl = TestRedisServer.findExecutable("openssl") else {
-            throw OpenSSLFailed(description: "openssl CLI not found on PATH: the TLS test makes its certificates with it")
+            throw OpenSSLFailed(
+                description: "openssl CLI not found on PATH: the TLS test makes its certificates with it"
+            )
         }
         self.directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("switchboard-tls-\(UUID().uuidString)")

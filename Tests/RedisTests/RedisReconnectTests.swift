@@ -137,6 +137,15 @@ struct RedisReconnectTests {
         #expect(action == .cancelRetry)
         #expect(published == .shutdown)
     }
+
+    @Test func connectionLostDuringSetUpIsAFailedAttempt() {
+        var machine = ReconnectStateMachine(policy: ReconnectPolicy())
+        #expect(machine.start() == .connect)
+        let (action, published) = machine.connectionLost(random: 0)
+        #expect(action == .scheduleRetry(delay: .milliseconds(100), attempt: 1))
+        #expect(published == .disconnected)
+        #expect(machine.retryTimerFired() == .connect)
+    }
 }
 
 @Suite("Subscriber")
@@ -213,7 +222,9 @@ struct RedisSubscriberTests {
             try await watcher.next(.connected)
             #expect(await subscriber.subscriptions()[.channel] == ["sport"])
             try await publisherWatcher.next(.connected)
-            #expect(try await publisher.execute("PUBSUB", "NUMSUB", "sport", "news").array?.map(\.int) == [nil, 1, nil, 0])
+            #expect(
+                try await publisher.execute("PUBSUB", "NUMSUB", "sport", "news").array?.map(\.int) == [nil, 1, nil, 0]
+            )
             #expect(try await publisher.execute("PUBLISH", "sport", "after restart") == .integer(1))
             #expect(try await publisher.execute("PUBLISH", "room:7", "room after restart") == .integer(1))
             #expect(try await publisher.execute("SPUBLISH", "shard-a", "shard after restart") == .integer(1))

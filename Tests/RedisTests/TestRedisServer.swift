@@ -30,7 +30,10 @@ final class TestRedisServer {
     var unixSocketPath: String { self.directory.appendingPathComponent("redis.sock").path }
 
     /// Starts a server. `tls` adds a TLS port (and disables the plain one) using the given files.
-    init(extraConfig: String = "", tls: (certificate: String, key: String, ca: String, requireClientCert: Bool)? = nil)
+    init(
+        extraConfig: String = "",
+        tls: (certificate: String, key: String, ca: String, requireClientCert: Bool)? = nil
+    )
         async throws
     {
         guard let executable = Self.findExecutable("redis-server") else { throw NotFound() }
