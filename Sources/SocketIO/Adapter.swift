@@ -316,8 +316,10 @@ public final class AckCollector: Sendable {
     ) {
         self.lock = NIOLockedValueBox(State(pendingParts: expectedParts))
         self.completion = completion
-        let scheduled = eventLoop.scheduleTask(in: timeout) { [weak self] () -> Void in
-            self?.finish(timedOut: true)
+        // The timer keeps the collector alive until it finishes: the recipients' own ack timers may
+        // release their references first. Finishing cancels the timer, which drops it.
+        let scheduled = eventLoop.scheduleTask(in: timeout) { () -> Void in
+            self.finish(timedOut: true)
         }
         lock.withLockedValue { $0.timer = scheduled }
     }
