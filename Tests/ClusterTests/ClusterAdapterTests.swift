@@ -192,6 +192,22 @@ final class ClusterAdapterTests: XCTestCase {
         XCTAssertTrue(answer.timedOut)
     }
 
+    func testAckFromASilentLocalSocketTimesOut() throws {
+        let (harness, a, _, _) = threeNodes()
+        let a1 = try a.connect()
+        harness.settle()
+        _ = a1.received()
+        let result = harness.loop.makePromise(of: BroadcastAckResult.self)
+        a.namespace.emit("confirm", [], to: [a1.sid], ackTimeout: .seconds(2)) { result.succeed($0) }
+        harness.settle()
+        XCTAssertEqual(a1.events().count, 1)
+        harness.advance(by: .seconds(3))
+        let answer = try harness.value(result.futureResult)
+        XCTAssertEqual(answer.recipients, 1)
+        XCTAssertEqual(answer.responses, [])
+        XCTAssertTrue(answer.timedOut)
+    }
+
     func testDeadNodeIsDetectedWithinTheBoundAndItsRoomsForgotten() throws {
         let (harness, a, b, c) = threeNodes()
         let c1 = try c.connect()
