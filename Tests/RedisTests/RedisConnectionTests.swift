@@ -1,3 +1,4 @@
+import RedisTestSupport
 import NIOCore
 import NIOEmbedded
 import NIOPosix

@@ -1,30 +1,9 @@
+import RedisTestSupport
 import NIOCore
 import NIOPosix
 import Testing
 
 @testable import Redis
-
-/// Observes a client's state changes as an async sequence.
-final class StateWatcher: Sendable {
-    let stream: AsyncStream<RedisConnectionState>
-    let continuation: AsyncStream<RedisConnectionState>.Continuation
-
-    init() {
-        (self.stream, self.continuation) = AsyncStream.makeStream()
-    }
-
-    var handler: @Sendable (RedisConnectionState) -> Void {
-        { [continuation] state in continuation.yield(state) }
-    }
-
-    /// Waits for the next change to `state`.
-    func next(_ state: RedisConnectionState) async throws {
-        for await observed in self.stream where observed == state {
-            return
-        }
-        throw CancellationError()
-    }
-}
 
 func fastReconnect(_ configuration: RedisConfiguration) -> RedisConfiguration {
     var configuration = configuration

@@ -5,32 +5,33 @@ import NIOPosix
 
 @testable import Redis
 
+/// Shared by the Redis and Presence tests.
 /// A throw-away `redis-server` for one test: its own free loopback port, its own directory and config, no
 /// persistence. Tests never depend on a server started by hand.
-final class TestRedisServer {
-    struct NotFound: Error, CustomStringConvertible {
-        var description: String {
+package final class TestRedisServer {
+    package struct NotFound: Error, CustomStringConvertible {
+        package var description: String {
             "redis-server was not found on PATH: the Redis integration tests start their own server and need it "
                 + "installed (Debian: apt-get install redis-server)"
         }
     }
 
-    struct StartFailed: Error, CustomStringConvertible {
-        var description: String
+    package struct StartFailed: Error, CustomStringConvertible {
+        package var description: String
     }
 
-    let port: Int
+    package let port: Int
     /// Plain-text port is disabled (0) when the server is TLS-only; then this is the TLS port.
-    let tlsPort: Int?
-    let directory: URL
-    let extraConfig: String
+    package let tlsPort: Int?
+    package let directory: URL
+    package let extraConfig: String
     private var process: Process?
     private var exited: AsyncStream<Int32>?
 
-    var unixSocketPath: String { self.directory.appendingPathComponent("redis.sock").path }
+    package var unixSocketPath: String { self.directory.appendingPathComponent("redis.sock").path }
 
     /// Starts a server. `tls` adds a TLS port (and disables the plain one) using the given files.
-    init(
+    package init(
         extraConfig: String = "",
         tls: (certificate: String, key: String, ca: String, requireClientCert: Bool)? = nil
     )
@@ -123,7 +124,7 @@ final class TestRedisServer {
 
     /// Kills the server (SIGKILL: the test process may have SIGTERM blocked, and children inherit the mask) and
     /// waits for it to exit. To clients this looks like a crash: the sockets just close.
-    func stop() async {
+    package func stop() async {
         guard let process, let exited else { return }
         self.process = nil
         self.exited = nil
@@ -132,23 +133,23 @@ final class TestRedisServer {
     }
 
     /// Starts the server again on the same port with the same config.
-    func restart() async throws {
+    package func restart() async throws {
         await self.stop()
         guard let executable = Self.findExecutable("redis-server") else { throw NotFound() }
         try await self.start(executable: executable)
     }
 
     /// Stops the server and removes its directory.
-    func shutdown() async {
+    package func shutdown() async {
         await self.stop()
         try? FileManager.default.removeItem(at: self.directory)
     }
 
-    var configuration: RedisConfiguration {
+    package var configuration: RedisConfiguration {
         RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: self.port))
     }
 
-    static func findExecutable(_ name: String) -> String? {
+    package static func findExecutable(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for directory in path.split(separator: ":") {
             let candidate = "\(directory)/\(name)"
@@ -158,7 +159,7 @@ final class TestRedisServer {
     }
 
     /// A loopback port nobody listens on right now (bound to port 0, read back, released).
-    static func freePort() throws -> Int {
+    package static func freePort() throws -> Int {
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0).wait()
@@ -169,7 +170,7 @@ final class TestRedisServer {
 }
 
 /// Runs `body` with a fresh server, always shutting it down.
-func withRedisServer<T>(
+package func withRedisServer<T>(
     extraConfig: String = "",
     _ body: (TestRedisServer) async throws -> T
 ) async throws -> T {
@@ -184,8 +185,30 @@ func withRedisServer<T>(
     }
 }
 
-let testLogger: Logger = {
-    var logger = Logger(label: "redis-tests")
+package let testLogger: Logger = {
+    var logger = Logger(label: "switchboard-tests")
     logger.logLevel = ProcessInfo.processInfo.environment["REDIS_TEST_LOG"] == nil ? .critical : .trace
     return logger
 }()
+
+/// Observes a client's state changes as an async sequence.
+package final class StateWatcher: Sendable {
+    package let stream: AsyncStream<RedisConnectionState>
+    package let continuation: AsyncStream<RedisConnectionState>.Continuation
+
+    package init() {
+        (self.stream, self.continuation) = AsyncStream.makeStream()
+    }
+
+    package var handler: @Sendable (RedisConnectionState) -> Void {
+        { [continuation] state in continuation.yield(state) }
+    }
+
+    /// Waits for the next change to `state`.
+    package func next(_ state: RedisConnectionState) async throws {
+        for await observed in self.stream where observed == state {
+            return
+        }
+        throw CancellationError()
+    }
+}

@@ -1,0 +1,152 @@
+import NIOCore
+import Redis
+
+/// The presence pools in Redis, in Open WebUI's `RedisDict` layout; every update is one Lua script.
+///
+/// Needs Redis 5 or later (scripts that write after `HSCAN` rely on effects replication). On Redis Cluster the
+/// three pool keys must share a slot: see ``PresenceConfiguration/keyPrefix``.
+public struct RedisPresenceStore: PresenceStore {
+    public let redis: any RedisCommandSending
+    public let configuration: PresenceConfiguration
+
+    private var poolKeys: [String] {
+        [self.configuration.sessionPoolKey, self.configuration.userPoolKey, self.configuration.usagePoolKey]
+    }
+
+    /// - Parameter redis: a ``RedisClient`` (or a single ``RedisConnection``); futures complete on its event loop.
+    public init(redis: any RedisCommandSending, configuration: PresenceConfiguration = PresenceConfiguration()) {
+        self.redis = redis
+        self.configuration = configuration
+    }
+
+    private func command(_ name: String, _ arguments: [any RESPArgument]) -> EventLoopFuture<RESPValue> {
+        self.redis.send(RESPCommand(name, arguments: arguments), timeout: nil)
+    }
+
+    private func unexpected<T>(_ what: String, _ reply: RESPValue) -> EventLoopFuture<T> {
+        self.redis.eventLoop.makeFailedFuture(
+            PresenceError(code: .unexpectedReply, message: "unexpected reply to \(what): \(reply)")
+        )
+    }
+
+    public func addSession(sid: String, userID: String, userJSON: String, now: Int) -> EventLoopFuture<Void> {
+        let value: String
+        do {
+            value = try Self.sessionValue(userID: userID, userJSON: userJSON, now: now)
+        } catch {
+            return self.redis.eventLoop.makeFailedFuture(error)
+        }
+        return self.redis.evaluate(PresenceScripts.addSession, keys: self.poolKeys, arguments: [sid, userID, value])
+            .map { _ in }
+    }
+
+    public func touchSession(sid: String, now: Int) -> EventLoopFuture<Bool> {
+        self.redis.evaluate(
+            PresenceScripts.touchSession,
+            keys: [self.configuration.sessionPoolKey],
+            arguments: [sid, now]
+        ).map { $0.int == 1 }
+    }
+
+    public func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
+        self.redis.evaluate(
+            PresenceScripts.recordUsage,
+            keys: [self.configuration.usagePoolKey],
+            arguments: [model, sid, now]
+        ).map { _ in }
+    }
+
+    public func removeSession(sid: String) -> EventLoopFuture<SessionRemoval> {
+        self.redis.evaluate(PresenceScripts.removeSession, keys: self.poolKeys, arguments: [sid]).flatMap { reply in
+            guard let values = reply.array, values.count == 4, let removed = values[0].int,
+                let hasUser = values[1].int, let remaining = values[3].int
+            else { return self.unexpected("the remove-session script", reply) }
+            let userID = hasUser == 1 ? values[2].string : nil
+            return self.redis.eventLoop.makeSucceededFuture(
+                SessionRemoval(removed: removed == 1, userID: userID, userStillOnline: userID != nil && remaining > 0)
+            )
+        }
+    }
+
+    public func removeSessions(withPrefix prefix: String) -> EventLoopFuture<Int> {
+        self.removeBatches(mode: "prefix", parameters: [prefix]).flatMap { removed in
+            self.redis.evaluate(PresenceScripts.removeOrphansWithPrefix, keys: self.poolKeys, arguments: [prefix])
+                .map { _ in removed.count }
+        }
+    }
+
+    public func sweepSessions(now: Int, maxAge: Int) -> EventLoopFuture<[String]> {
+        self.removeBatches(mode: "stale", parameters: [now, maxAge]).map { $0.sorted() }
+    }
+
+    /// Runs the batch script from cursor 0 until `HSCAN` returns to 0; each batch is atomic on its own.
+    private func removeBatches(mode: String, parameters: [any RESPArgument]) -> EventLoopFuture<[String]> {
+        let promise = self.redis.eventLoop.makePromise(of: [String].self)
+        let count = max(1, self.configuration.scanBatchSize)
+        @Sendable func batch(cursor: String, removed: [String]) {
+            self.redis.evaluate(
+                PresenceScripts.removeSessionBatch,
+                keys: self.poolKeys,
+                arguments: [mode, cursor, count] + parameters
+            ).whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    promise.fail(error)
+                case .success(let reply):
+                    guard let values = reply.array, values.count == 2, let next = values[0].string,
+                        let sids = values[1].array
+                    else {
+                        promise.fail(PresenceError(code: .unexpectedReply, message: "unexpected batch reply: \(reply)"))
+                        return
+                    }
+                    let all = removed + sids.compactMap(\.string)
+                    if next == "0" {
+                        promise.succeed(all)
+                    } else {
+                        batch(cursor: next, removed: all)
+                    }
+                }
+            }
+        }
+        batch(cursor: "0", removed: [])
+        return promise.futureResult
+    }
+
+    public func session(sid: String) -> EventLoopFuture<String?> {
+        self.command("HGET", [self.configuration.sessionPoolKey, sid]).map { $0.string }
+    }
+
+    public func sessions(ofUser userID: String) -> EventLoopFuture<[String]> {
+        self.command("HGET", [self.configuration.userPoolKey, userID]).map { reply in
+            guard let raw = reply.string, let list = PresenceJSON.parse(raw)?.arrayValue else { return [] }
+            return list.compactMap(\.stringValue)
+        }
+    }
+
+    public func usersOnline() -> EventLoopFuture<[String]> {
+        self.keys(of: self.configuration.userPoolKey)
+    }
+
+    public func modelsInUse() -> EventLoopFuture<[String]> {
+        self.keys(of: self.configuration.usagePoolKey)
+    }
+
+    private func keys(of hash: String) -> EventLoopFuture<[String]> {
+        self.command("HKEYS", [hash]).flatMap { reply in
+            guard let values = reply.array else { return self.unexpected("HKEYS", reply) }
+            return self.redis.eventLoop.makeSucceededFuture(values.compactMap(\.string).sorted())
+        }
+    }
+
+    public func sweepUsage(now: Int, maxAge: Int) -> EventLoopFuture<UsageSweep> {
+        self.redis.evaluate(
+            PresenceScripts.sweepUsage,
+            keys: [self.configuration.usagePoolKey],
+            arguments: [now, maxAge]
+        ).flatMap { reply in
+            guard let values = reply.array, values.count == 2, let entries = values[0].int, let models = values[1].int
+            else { return self.unexpected("the usage sweep script", reply) }
+            return self.redis.eventLoop.makeSucceededFuture(UsageSweep(removedEntries: entries, removedModels: models))
+        }
+    }
+}
