@@ -13,7 +13,8 @@ import Redis
 /// Every key of one node could carry a `{…}` hash tag for Redis Cluster; with one Redis they are plain.
 public final class RedisClusterTransport: ClusterTransport {
     let prefix: String
-    let commands: RedisClient
+    /// The command connection, shared with other users of the same Redis (e.g. the presence pools).
+    public let commands: RedisClient
     private let subscriberBox = NIOLockedValueBox<RedisSubscriber?>(nil)
     let configuration: RedisConfiguration
     let eventLoop: EventLoop

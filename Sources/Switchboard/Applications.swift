@@ -1,6 +1,7 @@
 import EngineIO
 import Logging
 import NIOCore
+import Presence
 import SocketIO
 
 /// The relay node's own events on namespace `/`: a generic room join and room emit for plain
@@ -30,7 +31,7 @@ public enum RelayEvents {
 /// The Socket.IO side of the conformance fixture: what the published Socket.IO protocol test
 /// suite expects of a server, plus a few events that live client tests use.
 public enum ConformanceEvents {
-    public static func handlers() -> NamespaceHandlers {
+    public static func handlers(presence: (any PresenceStore)? = nil) -> NamespaceHandlers {
         var handlers = NamespaceHandlers()
         handlers.connected = { socket, auth in
             socket.emit("auth", [auth ?? .object([])])
@@ -67,7 +68,28 @@ public enum ConformanceEvents {
             socket.disconnect()
         }
         addClusterProbes(to: &handlers)
+        if let presence { addPresenceProbes(to: &handlers, store: presence) }
         return handlers
+    }
+
+    /// `register-session {id, name}` records the socket in the presence pools as an authenticated
+    /// connect would (acks true once written); a disconnect removes it.
+    static func addPresenceProbes(to handlers: inout NamespaceHandlers, store: any PresenceStore) {
+        handlers.on("register-session") { socket, args, ack in
+            guard let user = args.first, user.isObject, let id = user["id"]?.stringValue else { return }
+            store.addSession(
+                sid: socket.id,
+                userID: id,
+                userJSON: JSONWriter.serialize(user),
+                now: PresenceSweeper.systemClock()
+            ).whenComplete { result in
+                let stored = (try? result.get()) != nil
+                socket.eventLoop.execute { ack?([.bool(stored)]) }
+            }
+        }
+        handlers.disconnected = { socket, _ in
+            _ = store.removeSession(sid: socket.id)
+        }
     }
 
     /// Events that drive the adapter from a client, so live tests can exercise every cluster

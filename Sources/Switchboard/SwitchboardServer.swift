@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Presence
 import Redis
 import ServiceLifecycle
 import SocketIO
@@ -108,6 +109,7 @@ public enum Switchboard {
             if let cluster = node.cluster {
                 services.append(.init(service: ClusterService(node: cluster, logger: logger)))
             }
+            services.append(.init(service: PresenceService(sweeper: node.presence.sweeper)))
             services.append(.init(service: SwitchboardService(server: server, logger: logger)))
             let serviceGroup = ServiceGroup(
                 configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -120,10 +122,18 @@ public enum Switchboard {
         try await group.shutdownGracefully()
     }
 
-    /// What a node is made of: its Engine.IO endpoints and, in a cluster, its cluster node.
+    /// What a node is made of: its Engine.IO endpoints, its presence pools and, in a cluster, its
+    /// cluster node.
     public struct Node: Sendable {
         public var endpoints: [EngineServer]
         public var cluster: ClusterNode?
+        public var presence: PresencePools
+    }
+
+    /// The shared pools (Redis in a cluster, in memory alone) and their sweeper.
+    public struct PresencePools: Sendable {
+        public var store: any PresenceStore
+        public var sweeper: PresenceSweeper
     }
 
     public static func makeNode(
@@ -135,6 +145,7 @@ public enum Switchboard {
         let settings = configuration.socketIO
         let loops = Array(group.makeIterator())
         var cluster: ClusterNode?
+        let presence: PresencePools
         if let url = configuration.cluster.redisURL {
             let redis: RedisConfiguration
             do {
@@ -155,12 +166,36 @@ public enum Switchboard {
                 eventLoop: controlLoop,
                 logger: logger
             )
-            cluster = ClusterNode(
+            let node = ClusterNode(
                 configuration: clusterConfiguration,
                 transport: transport,
                 controlLoop: controlLoop,
                 eventLoops: loops,
                 logger: logger
+            )
+            cluster = node
+            let store = RedisPresenceStore(redis: transport.commands, configuration: PresenceConfiguration())
+            presence = PresencePools(
+                store: store,
+                sweeper: PresenceSweeper(
+                    store: store,
+                    lock: RedisSweepLock(redis: transport.commands, configuration: PresenceConfiguration()),
+                    nodeID: node.id,
+                    eventLoop: controlLoop,
+                    logger: logger
+                )
+            )
+            // A dead node's sessions leave the pools with its room records.
+            node.onNodeReaped = { [store] dead in
+                store.removeSessions(withPrefix: dead).whenSuccess { count in
+                    logger.info("removed a dead node's sessions", metadata: ["dead": "\(dead)", "sessions": "\(count)"])
+                }
+            }
+        } else {
+            let store = InMemoryPresenceStore(eventLoop: loops[0])
+            presence = PresencePools(
+                store: store,
+                sweeper: PresenceSweeper(store: store, lock: nil, nodeID: "local", eventLoop: loops[0], logger: logger)
             )
         }
         let socketIOConfiguration = SocketIOConfiguration(
@@ -175,16 +210,16 @@ public enum Switchboard {
         case .serve:
             socketIO.addNamespace("/", handlers: RelayEvents.handlers())
             let endpoint = EngineServer(configuration: settings.engine, application: socketIO, logger: logger)
-            return Node(endpoints: [endpoint], cluster: cluster)
+            return Node(endpoints: [endpoint], cluster: cluster, presence: presence)
         case .conformance:
-            socketIO.addNamespace("/", handlers: ConformanceEvents.handlers())
-            socketIO.addNamespace("/custom", handlers: ConformanceEvents.handlers())
+            socketIO.addNamespace("/", handlers: ConformanceEvents.handlers(presence: presence.store))
+            socketIO.addNamespace("/custom", handlers: ConformanceEvents.handlers(presence: presence.store))
             var engine = settings.engine
             engine.path = "/engine.io/"
             let echo = EngineServer(configuration: engine, application: EngineEchoApplication(), logger: logger)
             engine.path = "/socket.io/"
             let sockets = EngineServer(configuration: engine, application: socketIO, logger: logger)
-            return Node(endpoints: [echo, sockets], cluster: cluster)
+            return Node(endpoints: [echo, sockets], cluster: cluster, presence: presence)
         }
     }
 }
@@ -199,6 +234,17 @@ struct ClusterService: Service {
         logger.info("joined the cluster", metadata: ["node": "\(node.id)"])
         try? await gracefulShutdown()
         try? await node.stop().get()
+    }
+}
+
+/// Runs the presence sweeps (one node at a time in a cluster) until shutdown.
+struct PresenceService: Service {
+    let sweeper: PresenceSweeper
+
+    func run() async throws {
+        sweeper.start()
+        try? await gracefulShutdown()
+        try? await sweeper.stop().get()
     }
 }
 
