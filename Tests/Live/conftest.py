@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from livehelpers import ServerProcess, binary_path  # noqa: E402
+from livehelpers import RedisServer, ServerProcess, binary_path, redis_server_binary  # noqa: E402
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,7 +44,8 @@ class _Servers:
         node = self.request.node
         failed = getattr(node, "rep_call", None) is not None and node.rep_call.failed
         for s in self.started:
-            died = s.proc is not None and s.proc.poll() is not None
+            # A test that kills a server on purpose (ServerProcess.kill) expects it gone.
+            died = s.proc is not None and s.proc.poll() is not None and not s.killed_on_purpose
             if died:
                 problems.append(
                     f"{s.name} {' '.join(s.args)} exited during the test with rc={s.proc.returncode}; "
@@ -78,3 +79,16 @@ def serve_factory(servers):
         return servers.start("serve", "--host", "127.0.0.1", "--port", "0", *extra, name="serve", env=env)
 
     return start
+
+
+@pytest.fixture
+def redis_server():
+    """A private `redis-server` on a free loopback port (no persistence, temp dir), killed at
+    teardown. Never a Redis started by hand."""
+    if not redis_server_binary():
+        pytest.fail("redis-server not found on PATH (Debian: apt-get install redis-server)", pytrace=False)
+    r = RedisServer().start()
+    try:
+        yield r
+    finally:
+        r.cleanup()

@@ -79,6 +79,7 @@ class ServerProcess:
         )
         self.stderr_path = Path(self._stderr_file.name)
         self.returncode_at_stop: int | None = None
+        self.killed_on_purpose = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "ServerProcess":
@@ -133,6 +134,16 @@ class ServerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kills the server on purpose (e.g. a crash test); teardown then does not report it."""
+        assert self.proc is not None
+        self.killed_on_purpose = True
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -554,3 +565,203 @@ def _complete_http(buf: bytes) -> bool:
     if m:
         return len(body) >= int(m.group(1))
     return False
+
+
+# ---------------------------------------------------------------------------------------
+# Redis (cluster tests): a private redis-server per test and a minimal RESP client
+# ---------------------------------------------------------------------------------------
+
+
+def redis_server_binary() -> str | None:
+    import shutil
+
+    return os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+
+
+class RedisServer:
+    """A throwaway `redis-server` on a free loopback port: no persistence, its own temp dir.
+    `stop()` + `start()` restarts it on the same port with the same configuration (empty)."""
+
+    def __init__(self, port: int | None = None):
+        binary = redis_server_binary()
+        if not binary:
+            raise FileNotFoundError("redis-server not found on PATH (install redis-server or set REDIS_SERVER_BIN)")
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="switchboard-redis-")
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(self.dir) / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def args(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--logfile", str(self.log_path),
+            "--protected-mode", "no",
+        ]
+
+    def start(self, timeout: float = 20.0) -> "RedisServer":
+        assert self.proc is None or self.proc.poll() is not None, "redis-server already running"
+        end = time.monotonic() + timeout
+        while True:
+            self.proc = subprocess.Popen(
+                self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            _LIVE_REDIS.add(self)
+            # Ready when it answers PING; if it exited (port briefly busy), try again.
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    if RespClient(self.port, timeout=1.0).command("PING") == "PONG":
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            if time.monotonic() >= end:
+                log = self.log_path.read_text("utf-8", "replace")[-2000:] if self.log_path.exists() else ""
+                self.stop()
+                raise TimeoutError(f"redis-server on port {self.port} not ready within {timeout}s; log:\n{log}")
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stops the server (SIGKILL: nothing to save anyway) and waits until it is gone."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        _LIVE_REDIS.discard(self)
+
+    def cleanup(self) -> None:
+        self.stop()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self, timeout: float = TIMEOUT) -> "RespClient":
+        return RespClient(self.port, timeout=timeout)
+
+
+_LIVE_REDIS: "set[RedisServer]" = set()
+
+
+@atexit.register
+def _kill_leftover_redis() -> None:
+    for r in list(_LIVE_REDIS):
+        try:
+            r.stop()
+        except Exception:
+            pass
+
+
+class RedisError(Exception):
+    pass
+
+
+class RespClient:
+    """Just enough RESP2 to inspect a Redis server from a test: one command at a time,
+    reconnecting on demand. Bulk strings are decoded as UTF-8 (with surrogateescape)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT):
+        self.addr = (host, port)
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.buf = b""
+
+    def command(self, *args):
+        """One command; a connection found dead (e.g. Redis restarted) is reopened once."""
+        reused = self.sock is not None
+        try:
+            return self._command(*args)
+        except (OSError, EOFError):
+            if not reused:
+                raise
+            return self._command(*args)
+
+    def _command(self, *args):
+        if self.sock is None:
+            self.sock = socket.create_connection(self.addr, timeout=self.timeout)
+            self.buf = b""
+        out = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode("utf-8")
+            out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+        try:
+            self.sock.sendall(b"".join(out))
+            return self._read()
+        except (OSError, EOFError):
+            self.close()
+            raise
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("redis closed the connection")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "surrogateescape")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise RedisError(f"unexpected RESP line {line!r}")
+
+    # -- conveniences ---------------------------------------------------------------------
+    def smembers(self, key: str) -> set[str]:
+        return set(self.command("SMEMBERS", key))
+
+    def exists(self, key: str) -> bool:
+        return self.command("EXISTS", key) == 1
+
+    def command_calls(self, name: str) -> int:
+        """`calls` of one command in INFO commandstats (0 when it was not called)."""
+        info = self.command("INFO", "commandstats")
+        m = re.search(rf"^cmdstat_{name.lower()}:calls=(\d+)", info, re.M)
+        return int(m.group(1)) if m else 0
