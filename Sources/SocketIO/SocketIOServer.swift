@@ -108,6 +108,11 @@ public final class Namespace: Sendable {
         adapter.broadcast(packet, options: BroadcastOptions(rooms: rooms, except: except))
     }
 
+    /// Makes every member of `room` leave it, wherever they are (python-socketio's `close_room`).
+    public func closeRoom(_ room: String) {
+        adapter.removeSockets(matching: BroadcastOptions(rooms: [room]), from: [room])
+    }
+
     /// Emits and collects every recipient's ack (across the cluster with a cluster adapter).
     public func emit(
         _ event: String,

@@ -139,6 +139,12 @@ public enum ConformanceEvents {
             socket.namespace.adapter.disconnectSockets(matching: options(target), closeClient: false)
             ack?([.bool(true)])
         }
+        // ["close-room", room] → every member, on any node, leaves the room.
+        handlers.on("close-room") { socket, args, ack in
+            guard let room = args.first?.stringValue else { return }
+            socket.namespace.closeRoom(room)
+            ack?([.bool(true)])
+        }
         // ["members", room] → ack with the sorted sids in the room, cluster-wide.
         handlers.on("members") { socket, args, ack in
             guard let room = args.first?.stringValue else { return }

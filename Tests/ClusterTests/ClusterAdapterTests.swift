@@ -132,6 +132,24 @@ final class ClusterAdapterTests: XCTestCase {
         XCTAssertEqual(try harness.value(a.adapter.socketIDs(matching: BroadcastOptions(rooms: ["channel:9"]))), [])
     }
 
+    func testCloseRoomEmptiesItOnEveryNode() throws {
+        let (harness, a, b, c) = threeNodes()
+        let a1 = try a.connect(), b1 = try b.connect(), c1 = try c.connect()
+        for client in [a1, b1, c1] { client.join("doc_1", "keep") }
+        harness.settle()
+        c.namespace.closeRoom("doc_1")
+        harness.settle()
+        XCTAssertEqual(try harness.value(a.adapter.socketIDs(matching: BroadcastOptions(rooms: ["doc_1"]))), [])
+        XCTAssertEqual(
+            try harness.value(a.adapter.socketIDs(matching: BroadcastOptions(rooms: ["keep"]))),
+            [a1.sid, b1.sid, c1.sid]
+        )
+        harness.hub.resetPublishCounts()
+        b.namespace.emit("x", [], to: ["doc_1"])
+        harness.settle()
+        XCTAssertEqual(harness.hub.publishCounts.values.reduce(0, +), 0, "the closed room is unregistered everywhere")
+    }
+
     func testClusterWideSocketIDsAndConnections() throws {
         let (harness, a, b, c) = threeNodes()
         let a1 = try a.connect(), b1 = try b.connect(), c1 = try c.connect(), c2 = try c.connect()

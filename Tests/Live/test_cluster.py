@@ -701,6 +701,23 @@ def test_remote_join_leave_disconnect_and_members(cluster, peers):
     assert b2.call("message-with-ack", "still here") == "still here"
 
 
+def test_close_room_empties_it_on_every_node(cluster, peers):
+    A, B, C = cluster.start(3)
+    members = [peers(A, "a1"), peers(B, "b1"), peers(C, "c1")]
+    for p in members:
+        p.join("doc_1")
+        p.join("keep")
+    _members_everywhere(members, "doc_1", [p.sid() for p in members])
+    assert members[2].call("close-room", "doc_1") is True
+    _members_everywhere(members, "doc_1", [])
+    _members_everywhere(members, "keep", [p.sid() for p in members])
+    wait_until(
+        lambda: all(cluster.rooms_of(n.node_id) == {"/\x00keep"} for n in (A, B, C)),
+        timeout=PROPAGATION_TIMEOUT,
+        what="doc_1 unregistered on every node, keep still registered",
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # 5. ordering
 # ---------------------------------------------------------------------------------------
@@ -749,6 +766,21 @@ def test_killed_node_is_reaped_within_ttl_and_heartbeat(cluster, peers):
     assert dead in r.smembers(f"{PREFIX}:nodes")
     assert r.exists(f"{PREFIX}:rooms:{dead}") and "/\x00k" in cluster.rooms_of(dead), cluster.rooms_of(dead)
 
+    # The presence pools as an authenticated connect fills them: user "shared" on A and C.
+    for peer, user in ((a1, "shared"), (b1, "ub"), (c1, "shared"), (c2, "uc")):
+        assert peer.call("register-session", {"id": user, "name": user.upper()}) is True
+    pools = {name: f"open-webui:{name}" for name in ("session_pool", "user_pool")}
+
+    def session_sids() -> set:
+        return set(r.command("HKEYS", pools["session_pool"]) or [])
+
+    def user_pool() -> dict:
+        flat = r.command("HGETALL", pools["user_pool"]) or []
+        return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    assert session_sids() == {a1.sid(), b1.sid(), c1.sid(), c2.sid()}
+    assert sorted(user_pool()["shared"]) == sorted([a1.sid(), c1.sid()])
+
     c1_sid = c1.sid()  # the client forgets its sid once the node is gone
     t0 = time.monotonic()
     C.kill()
@@ -762,19 +794,25 @@ def test_killed_node_is_reaped_within_ttl_and_heartbeat(cluster, peers):
             seen["rooms"] = now
         if "alive" not in seen and not r.exists(f"{PREFIX}:node:{dead}:alive"):
             seen["alive"] = now
-        return "nodes" in seen and "rooms" in seen
+        if "sessions" not in seen and not any(sid.startswith(dead) for sid in session_sids()):
+            seen["sessions"] = now
+        return "nodes" in seen and "rooms" in seen and "sessions" in seen
 
     bound = NODE_TTL_S + HEARTBEAT_S
     margin = 2.5
     wait_until(reaped, timeout=bound + 30, step=0.02, what=f"{dead} reaped from Redis")
-    detected = max(seen["nodes"], seen["rooms"])
+    detected = max(seen["nodes"], seen["rooms"], seen["sessions"])
     print(
         f"\nSIGKILLed node {dead}: alive key gone after {seen.get('alive', float('nan')):.2f}s, "
         f"removed from {PREFIX}:nodes after {seen['nodes']:.2f}s, {PREFIX}:rooms:{dead} gone after "
-        f"{seen['rooms']:.2f}s (bound node-ttl + heartbeat = {bound:.1f}s, margin {margin}s)"
+        f"{seen['rooms']:.2f}s, its sessions gone from the pools after {seen['sessions']:.2f}s "
+        f"(bound node-ttl + heartbeat = {bound:.1f}s, margin {margin}s)"
     )
     assert detected <= bound + margin, f"dead node reaped after {detected:.2f}s, bound {bound}s + {margin}s"
     assert not r.exists(f"{PREFIX}:node:{dead}:alive")
+    # The pools hold exactly the survivors' sessions: "uc" is gone, "shared" keeps only A's sid.
+    assert session_sids() == {a1.sid(), b1.sid()}
+    assert user_pool() == {"shared": [a1.sid()], "ub": [b1.sid()]}
 
     # survivors: members no longer list its sids (this is immediate once reaped)
     t1 = time.monotonic()
