@@ -1,7 +1,9 @@
 /// Strict base64url (RFC 4648 §5) as JWS compact serialization uses it: no padding, no `+`, `/`
 /// or whitespace, and no non-zero bits left over in the last character (one encoding per value).
 enum Base64URL {
-    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    private static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8
+    )
 
     /// 0...63 for an alphabet byte, 0xFF otherwise.
     private static let decodeTable: [UInt8] = {

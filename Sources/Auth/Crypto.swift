@@ -121,7 +121,9 @@ final class PublicKey: @unchecked Sendable {
             return UnsafeRawPointer(pointer)
         }
 
-        deinit { allocations.forEach { $0.deallocate() } }
+        deinit {
+            for allocation in allocations { allocation.deallocate() }
+        }
     }
 
     /// Builds a public key with `EVP_PKEY_fromdata`; `push` adds the parameters, with every

@@ -73,7 +73,10 @@ public struct JWTKey: Sendable, CustomStringConvertible {
     /// verifier cannot use — another `kty` or curve, `use` other than `sig`, an `alg` other than
     /// RS256/ES256 — are skipped (logged at debug); a usable key with bad parameters is an error,
     /// and so is a document with no usable key.
-    public static func jwks(_ document: String, logger: Logger = Logger(label: "switchboard.auth")) throws(AuthError)
+    public static func jwks(
+        _ document: String,
+        logger: Logger = Logger(label: "switchboard.auth")
+    ) throws(AuthError)
         -> [JWTKey]
     {
         let json: JWTJSON
@@ -109,7 +112,11 @@ public struct JWTKey: Sendable, CustomStringConvertible {
                 let n = try parameter(entry, "n")
                 let e = try parameter(entry, "e")
                 keys.append(
-                    JWTKey(material: .publicKey(try PublicKey(rsaModulus: n, exponent: e)), algorithms: [.rs256], kid: kid)
+                    JWTKey(
+                        material: .publicKey(try PublicKey(rsaModulus: n, exponent: e)),
+                        algorithms: [.rs256],
+                        kid: kid
+                    )
                 )
             case "EC":
                 guard entry["crv"]?.stringValue == "P-256" else {

@@ -88,7 +88,10 @@ public struct JWTVerifier: Sendable {
             throw AuthError(.algorithmNotAllowed, "the token's algorithm is not supported")
         }
         if header["crit"] != nil {
-            throw AuthError(.unsupportedCriticalHeader, "the header lists critical extensions (crit), none is supported")
+            throw AuthError(
+                .unsupportedCriticalHeader,
+                "the header lists critical extensions (crit), none is supported"
+            )
         }
         let candidates = try candidateKeys(header: header, algorithm: algorithm)
 
@@ -98,7 +101,8 @@ public struct JWTVerifier: Sendable {
             throw AuthError(.malformed, "the signature is not valid base64url")
         }
         let signingInput = Array(bytes[..<segments[1].endIndex])
-        guard candidates.contains(where: { $0.verify(algorithm: algorithm, message: signingInput, signature: signature) })
+        guard
+            candidates.contains(where: { $0.verify(algorithm: algorithm, message: signingInput, signature: signature) })
         else {
             throw AuthError(.badSignature, "the signature does not verify")
         }
@@ -195,7 +199,9 @@ public struct JWTVerifier: Sendable {
             case .array(let values)?: matches = values.contains(.string(audience))
             default: matches = false
             }
-            guard matches else { throw AuthError(.invalidAudience, "the token's audience is missing or not the expected one") }
+            guard matches else {
+                throw AuthError(.invalidAudience, "the token's audience is missing or not the expected one")
+            }
         }
     }
 

@@ -21,7 +21,9 @@ struct PyJWTInteropTests {
 
     func pemVerifier() throws -> JWTVerifier {
         try JWTVerifier(
-            configuration: .init(keys: [.rsa(publicKeyPEM: fixture.rsaPublicKeyPEM), .ecdsa(publicKeyPEM: fixture.ecPublicKeyPEM)])
+            configuration: .init(keys: [
+                .rsa(publicKeyPEM: fixture.rsaPublicKeyPEM), .ecdsa(publicKeyPEM: fixture.ecPublicKeyPEM),
+            ])
         )
     }
 
@@ -40,7 +42,9 @@ struct PyJWTInteropTests {
         let verifier = try hmacVerifier(algorithms: [.hs256])
         _ = try verifier.verify(token: fixture.token("hs256"), now: now)
         for name in ["hs384", "hs512"] {
-            let error = try #require(throws: AuthError.self) { try verifier.verify(token: fixture.token(name), now: now) }
+            let error = try #require(throws: AuthError.self) {
+                try verifier.verify(token: fixture.token(name), now: now)
+            }
             #expect(error.code == .algorithmNotAllowed)
         }
     }
@@ -52,7 +56,9 @@ struct PyJWTInteropTests {
         let subFirst = try JWTVerifier(
             configuration: .init(keys: [.hmac(secret: Array(PyJWTFixture.secret.utf8))], userIDClaims: ["sub"])
         )
-        let error = try #require(throws: AuthError.self) { try subFirst.verify(token: fixture.token("hs256"), now: now) }
+        let error = try #require(throws: AuthError.self) {
+            try subFirst.verify(token: fixture.token("hs256"), now: now)
+        }
         #expect(error.code == .missingUserID)
     }
 
@@ -62,15 +68,21 @@ struct PyJWTInteropTests {
         let strict = try JWTVerifier(
             configuration: .init(keys: [.hmac(secret: Array(PyJWTFixture.secret.utf8))], requireExpiration: true)
         )
-        let error = try #require(throws: AuthError.self) { try strict.verify(token: fixture.token("hs256-no-exp"), now: now) }
+        let error = try #require(throws: AuthError.self) {
+            try strict.verify(token: fixture.token("hs256-no-exp"), now: now)
+        }
         #expect(error.code == .invalidClaim)
     }
 
     @Test func expiredAndWrongSecret() throws {
         let verifier = try hmacVerifier()
-        let expired = try #require(throws: AuthError.self) { try verifier.verify(token: fixture.token("hs256-expired"), now: now) }
+        let expired = try #require(throws: AuthError.self) {
+            try verifier.verify(token: fixture.token("hs256-expired"), now: now)
+        }
         #expect(expired.code == .expired)
-        let wrong = try #require(throws: AuthError.self) { try verifier.verify(token: fixture.token("hs256-wrong-secret"), now: now) }
+        let wrong = try #require(throws: AuthError.self) {
+            try verifier.verify(token: fixture.token("hs256-wrong-secret"), now: now)
+        }
         #expect(wrong.code == .badSignature)
     }
 
@@ -92,7 +104,9 @@ struct PyJWTInteropTests {
         // A kid in the token, keys without kids: the keys still apply.
         #expect(try verifier.verify(token: fixture.token("rs256-kid"), now: now).userID == "user-1")
         #expect(try verifier.verify(token: fixture.token("es256-kid"), now: now).userID == "user-1")
-        let other = try #require(throws: AuthError.self) { try verifier.verify(token: fixture.token("rs256-other-key"), now: now) }
+        let other = try #require(throws: AuthError.self) {
+            try verifier.verify(token: fixture.token("rs256-other-key"), now: now)
+        }
         #expect(other.code == .badSignature)
         // No HMAC key configured: HS256 is not an algorithm this verifier accepts.
         let hs = try #require(throws: AuthError.self) { try verifier.verify(token: fixture.token("hs256"), now: now) }

@@ -7,7 +7,8 @@ import Testing
 /// user id is read from `iss`), and `exp` is in 2011: they are verified at a fixed time before it.
 @Suite("RFC 7515 Appendix A vectors")
 struct RFC7515VectorTests {
-    static let payload = "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+    static let payload =
+        "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
     static let exp = 1_300_819_380
     static let before = exp - 3600
 
@@ -85,7 +86,9 @@ struct RFC7515VectorTests {
     }
 
     @Test func signaturesAreBoundToTheirPayload() throws {
-        let verifier = try Self.verifier(JWTKey.jwks(Self.jwks) + [JWTKey.hmac(secret: Base64URL.decode(Array(Self.a1Key.utf8))!)])
+        let verifier = try Self.verifier(
+            JWTKey.jwks(Self.jwks) + [JWTKey.hmac(secret: Base64URL.decode(Array(Self.a1Key.utf8))!)]
+        )
         // Each example's signature, moved onto another header, fails.
         let a2Signature = Self.a2.split(separator: ".")[2]
         let a3Signature = Self.a3.split(separator: ".")[2]

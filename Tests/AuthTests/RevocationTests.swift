@@ -31,7 +31,11 @@ struct RevocationTests {
         let secret = "revocation-secret-0123456789abcdef"
         let verifier = try JWTVerifier(configuration: .init(keys: [.hmac(secret: Array(secret.utf8))]))
         let token = try verifier.verify(
-            token: Mint.hmac(header: #"{"alg":"HS256"}"#, claims: #"{"id":"u-1","jti":"j-9","iat":1000.75}"#, secret: secret),
+            token: Mint.hmac(
+                header: #"{"alg":"HS256"}"#,
+                claims: #"{"id":"u-1","jti":"j-9","iat":1000.75}"#,
+                secret: secret
+            ),
             now: 1000
         )
         #expect(token.tokenID == "j-9")

@@ -44,12 +44,24 @@ struct PyJWTFixture: Sendable {
         defer { try? FileManager.default.removeItem(at: directory) }
         func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
-        try Self.run("openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path("rsa.pem")])
+        try Self.run(
+            "openssl",
+            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path("rsa.pem")]
+        )
         try Self.run("openssl", ["pkey", "-in", path("rsa.pem"), "-pubout", "-out", path("rsa.pub.pem")])
-        try Self.run("openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path("rsa-other.pem")])
-        try Self.run("openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path("rsa-weak.pem")])
+        try Self.run(
+            "openssl",
+            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path("rsa-other.pem")]
+        )
+        try Self.run(
+            "openssl",
+            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", path("rsa-weak.pem")]
+        )
         try Self.run("openssl", ["pkey", "-in", path("rsa-weak.pem"), "-pubout", "-out", path("rsa-weak.pub.pem")])
-        try Self.run("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path("ec.pem")])
+        try Self.run(
+            "openssl",
+            ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path("ec.pem")]
+        )
         try Self.run("openssl", ["pkey", "-in", path("ec.pem"), "-pubout", "-out", path("ec.pub.pem")])
 
         let python = try Self.python()
@@ -83,7 +95,9 @@ struct PyJWTFixture: Sendable {
 
     private static func python() throws(FixtureError) -> String {
         var candidates: [String] = []
-        if let configured = ProcessInfo.processInfo.environment["SWITCHBOARD_TEST_PYTHON"] { candidates.append(configured) }
+        if let configured = ProcessInfo.processInfo.environment["SWITCHBOARD_TEST_PYTHON"] {
+            candidates.append(configured)
+        }
         // Tests/AuthTests/Support/PyJWTFixture.swift → the package root.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
