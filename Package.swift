@@ -23,6 +23,19 @@ let package = Package(
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        .systemLibrary(
+            name: "CCrypto",
+            path: "Sources/CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "Auth",
+            dependencies: [
+                "CCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "Redis",
             dependencies: [
@@ -174,6 +187,10 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .testTarget(
+            name: "AuthTests",
+            dependencies: ["Auth"]
         ),
         .testTarget(
             name: "SwitchboardTests",
