@@ -399,16 +399,18 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
 
     /// Where a broadcast in `namespace` matching `options` must go besides this node.
     func route(namespace: String, options: BroadcastOptions, table: RouteTable) -> Route {
-        let others = table.liveNodes.subtracting([id])
         guard table.trusted else { return .everyone }
-        if options.rooms.isEmpty { return others.isEmpty ? .none : .everyone }
+        if options.rooms.isEmpty {
+            return table.liveNodes.contains(where: { $0 != id }) ? .everyone : .none
+        }
+        // Allocates only when some other node must be reached.
         var nodes: Set<String> = []
         for room in options.rooms {
             if let holders = table.roomNodes[roomKey(namespace, room)] { nodes.formUnion(holders) }
             // A sid names its node: no registry entry needed.
             if room.utf8.count == Self.sidLength {
                 let owner = String(room.prefix(ClusterConfiguration.nodeIDLength))
-                if others.contains(owner) { nodes.insert(owner) }
+                if owner != id, table.liveNodes.contains(owner) { nodes.insert(owner) }
             }
         }
         nodes.remove(id)
