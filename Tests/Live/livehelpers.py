@@ -765,3 +765,23 @@ class RespClient:
         info = self.command("INFO", "commandstats")
         m = re.search(rf"^cmdstat_{name.lower()}:calls=(\d+)", info, re.M)
         return int(m.group(1)) if m else 0
+
+
+HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"]
+
+
+def endpoint_helpers(path: str):
+    """`url`, `ws_url` and `init_long_polling_session` for the endpoint at `path`."""
+
+    def url(server, query: str) -> str:
+        return f"{server.base}{path}?{query}"
+
+    def ws_url(server, query: str) -> str:
+        return f"{server.ws_base}{path}?{query}"
+
+    def init_long_polling_session(server) -> Polling:
+        p = Polling(server, path)
+        p.open()
+        return p
+
+    return url, ws_url, init_long_polling_session

@@ -22,6 +22,8 @@ import requests
 import websocket
 
 from livehelpers import (
+    HANDSHAKE_KEYS,
+    endpoint_helpers,
     MAX_PAYLOAD,
     PING_INTERVAL_MS,
     PING_TIMEOUT_MS,
@@ -43,21 +45,7 @@ from livehelpers import (
 )
 
 PATH = "/engine.io/"
-HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"]
-
-
-def url(server, query: str) -> str:
-    return f"{server.base}{PATH}?{query}"
-
-
-def ws_url(server, query: str) -> str:
-    return f"{server.ws_base}{PATH}?{query}"
-
-
-def init_long_polling_session(server) -> Polling:
-    p = Polling(server, PATH)
-    p.open()
-    return p
+url, ws_url, init_long_polling_session = endpoint_helpers(PATH)
 
 
 # =======================================================================================

@@ -20,6 +20,8 @@ import pytest
 import requests
 
 from livehelpers import (
+    HANDSHAKE_KEYS,
+    endpoint_helpers,
     CONNECT_TIMEOUT_MS,
     MAX_PAYLOAD,
     PING_INTERVAL_MS,
@@ -41,21 +43,7 @@ from livehelpers import (
 )
 
 PATH = "/socket.io/"
-HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"]
-
-
-def url(server, query: str) -> str:
-    return f"{server.base}{PATH}?{query}"
-
-
-def ws_url(server, query: str) -> str:
-    return f"{server.ws_base}{PATH}?{query}"
-
-
-def init_long_polling_session(server) -> Polling:
-    p = Polling(server, PATH)
-    p.open()
-    return p
+url, ws_url, init_long_polling_session = endpoint_helpers(PATH)
 
 
 def init_socketio_connection(server):
