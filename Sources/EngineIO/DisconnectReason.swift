@@ -22,6 +22,9 @@ public enum DisconnectReason: String, Sendable, CaseIterable, CustomStringConver
     case connectTimeout = "connect_timeout"
     /// The server (an application handler or an operator) disconnected the client.
     case serverDisconnect = "server_disconnect"
+    /// The client sent events faster than the node could handle them (its queue of waiting events
+    /// passed its bound).
+    case eventBacklog = "event_backlog"
     /// The node is shutting down.
     case serverShutdown = "server_shutdown"
 

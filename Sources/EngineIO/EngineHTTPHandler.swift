@@ -26,6 +26,13 @@ public struct HTTPRequest: Sendable {
     public var path: Substring
     public var query: [String: String]
     public var body: ByteBuffer
+
+    public init(head: HTTPRequestHead, path: Substring, query: [String: String], body: ByteBuffer) {
+        self.head = head
+        self.path = path
+        self.query = query
+        self.body = body
+    }
 }
 
 /// Answers the requests that do not belong to an Engine.IO endpoint (health, metrics, APIs…).
@@ -151,7 +158,13 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if body.readableBytes + chunk.readableBytes > router.fallback.maxBodySize {
                     keepAlive = false
                     state = .discarding
-                    respond(status: .payloadTooLarge, headers: [:], body: ByteBuffer(), context: context)
+                    // The fallback serves JSON APIs: say why in their format.
+                    respond(
+                        status: .payloadTooLarge,
+                        headers: ["Content-Type": "application/json"],
+                        body: ByteBuffer(string: #"{"error":"request body too large"}"#),
+                        context: context
+                    )
                     return
                 }
                 body.writeBuffer(&chunk)

@@ -108,7 +108,7 @@ public enum EnginePacketCodec {
 }
 
 /// Standard base64 (RFC 4648 §4, with padding), as Engine.IO uses for binary over polling.
-enum Base64 {
+public enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
     private static let reverse: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
@@ -116,7 +116,7 @@ enum Base64 {
         return table
     }()
 
-    static func encode(_ bytes: some Collection<UInt8>, into buffer: inout ByteBuffer) {
+    public static func encode(_ bytes: some Collection<UInt8>, into buffer: inout ByteBuffer) {
         buffer.reserveCapacity(minimumWritableBytes: (bytes.count + 2) / 3 * 4)
         var iterator = bytes.makeIterator()
         while let b0 = iterator.next() {
@@ -137,7 +137,7 @@ enum Base64 {
         }
     }
 
-    static func decode(_ chars: some Collection<UInt8>) -> [UInt8]? {
+    public static func decode(_ chars: some Collection<UInt8>) -> [UInt8]? {
         guard chars.count % 4 == 0 else { return nil }
         var output: [UInt8] = []
         output.reserveCapacity(chars.count / 4 * 3)

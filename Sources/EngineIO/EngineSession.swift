@@ -468,7 +468,8 @@ public final class EngineSession: @unchecked Sendable {
     /// should learn of them from a close packet rather than an unknown-session error.
     private static func lingersForNextPoll(_ reason: DisconnectReason) -> Bool {
         switch reason {
-        case .serverDisconnect, .serverShutdown, .connectTimeout, .invalidPacket, .slowConsumer: return true
+        case .serverDisconnect, .serverShutdown, .connectTimeout, .invalidPacket, .slowConsumer, .eventBacklog:
+            return true
         default: return false
         }
     }

@@ -22,6 +22,30 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         node-id=\(configuration.cluster.nodeID ?? "(random)")
         heartbeat-interval=\(configuration.cluster.heartbeatInterval.nanoseconds / 1_000_000)ms
         node-ttl=\(configuration.cluster.nodeTTL.nanoseconds / 1_000_000)ms
+        jwt-secret=\(configuration.auth.jwtSecret == nil ? "(none)" : "(set)")
+        jwt-algorithms=\(configuration.auth.hmacAlgorithms.map(\.rawValue).sorted().joined(separator: ","))
+        jwt-public-key=\(configuration.auth.publicKeyFile ?? "(none)")
+        jwt-jwks=\(configuration.auth.jwksFile ?? "(none)")
+        jwt-leeway=\(configuration.auth.leeway)s
+        jwt-issuer=\(configuration.auth.issuer ?? "(not checked)")
+        jwt-audience=\(configuration.auth.audience ?? "(not checked)")
+        jwt-user-claim=\(configuration.auth.userIDClaims.joined(separator: ","))
+        auth-mode=\(configuration.auth.mode.rawValue)
+        redis-key-prefix=\(configuration.auth.keyPrefix)
+        backend-url=\(configuration.backend.url ?? "(none: users from token claims)")
+        backend-user-path=\(configuration.backend.userPath)
+        backend-channels-path=\(configuration.backend.channelsPath)
+        backend-timeout=\(configuration.backend.timeout.nanoseconds / 1_000_000)ms
+        user-cache-ttl=\(configuration.backend.userCacheTTL.nanoseconds / 1_000_000)ms
+        forward-events=\(configuration.effectiveForwardTarget.rawValue)
+        forward-path=\(configuration.backend.forwardPath)
+        forward-stream=\(configuration.backend.forwardStream)
+        broadcast-presence=\(configuration.contract.broadcastPresence)
+        relay-events=\(configuration.contract.relayEvents)
+        api-key=\(configuration.api.key == nil ? "(none: API refuses requests)" : "(set)")
+        api-port=\(configuration.api.port.map(String.init) ?? "(main listener, /api/v1/)")
+        python-bridge=\(configuration.bridge.enabled && configuration.cluster.redisURL != nil)
+        bridge-channel=\(configuration.bridge.channel)
         log-level=\(configuration.logLevel)
         threads=\(configuration.eventLoopThreads)
         """

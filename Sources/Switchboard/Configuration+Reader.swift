@@ -1,3 +1,4 @@
+import Auth
 import EngineIO
 import Logging
 import NIOCore
@@ -150,6 +151,110 @@ public struct ConfigurationReader {
             unit throws(ConfigurationError.Reason) in
             config.cluster.nodeTTL = try parsePositiveDuration(value, unit: unit)
         },
+        text("jwt-secret", ["SWITCHBOARD_JWT_SECRET", "WEBUI_SECRET_KEY"], .nonEmpty) { $0.auth.jwtSecret = $1 },
+        Setting(flag: "jwt-algorithms", environment: [("SWITCHBOARD_JWT_ALGORITHMS", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            var algorithms: Set<JWTAlgorithm> = []
+            for name in value.split(separator: ",").map({ $0.trimmingSpaces().uppercased() }) {
+                guard let algorithm = JWTAlgorithm(rawValue: name), JWTAlgorithm.hmacAlgorithms.contains(algorithm) else {
+                    throw .init("unknown HMAC algorithm \"\(name)\" (use HS256, HS384, HS512)")
+                }
+                algorithms.insert(algorithm)
+            }
+            guard !algorithms.isEmpty else { throw .init("must name at least one algorithm") }
+            config.auth.hmacAlgorithms = algorithms
+        },
+        text("jwt-public-key", ["SWITCHBOARD_JWT_PUBLIC_KEY"], .nonEmpty) { $0.auth.publicKeyFile = $1 },
+        text("jwt-jwks", ["SWITCHBOARD_JWT_JWKS"], .nonEmpty) { $0.auth.jwksFile = $1 },
+        Setting(flag: "jwt-leeway", environment: [("SWITCHBOARD_JWT_LEEWAY", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            // A bare number is seconds, from a flag too (claims are in whole seconds).
+            if let seconds = Int(value), seconds >= 0, seconds <= 86_400 {
+                config.auth.leeway = seconds
+                return
+            }
+            let amount = try parsePositiveDuration(value, unit: .seconds)
+            config.auth.leeway = Int(amount.nanoseconds / 1_000_000_000)
+        },
+        text("jwt-issuer", ["SWITCHBOARD_JWT_ISSUER"], .nonEmpty) { $0.auth.issuer = $1 },
+        text("jwt-audience", ["SWITCHBOARD_JWT_AUDIENCE"], .nonEmpty) { $0.auth.audience = $1 },
+        Setting(flag: "jwt-user-claim", environment: [("SWITCHBOARD_JWT_USER_CLAIM", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            let claims = value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+            guard !claims.isEmpty else { throw .init("must name at least one claim") }
+            config.auth.userIDClaims = claims
+        },
+        Setting(flag: "auth-mode", environment: [("SWITCHBOARD_AUTH_MODE", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let mode = SwitchboardConfiguration.AuthSettings.Mode(rawValue: value.lowercased()) else {
+                throw .init("must be always-connect or strict")
+            }
+            config.auth.mode = mode
+        },
+        text("redis-key-prefix", ["SWITCHBOARD_REDIS_KEY_PREFIX", "REDIS_KEY_PREFIX"], .word) { $0.auth.keyPrefix = $1 },
+        Setting(flag: "backend-url", environment: [("SWITCHBOARD_BACKEND_URL", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard value.hasPrefix("http://") || value.hasPrefix("https://"), value.count > 8 else {
+                throw .init("must be an http:// or https:// URL")
+            }
+            config.backend.url = value.hasSuffix("/") ? String(value.dropLast()) : value
+        },
+        text("backend-user-path", ["SWITCHBOARD_BACKEND_USER_PATH"], .path) { $0.backend.userPath = $1 },
+        text("backend-channels-path", ["SWITCHBOARD_BACKEND_CHANNELS_PATH"], .path) { $0.backend.channelsPath = $1 },
+        Setting(flag: "backend-timeout", environment: [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.backend.timeout = try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(flag: "user-cache-ttl", environment: [("SWITCHBOARD_USER_CACHE_TTL", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.backend.userCacheTTL = value == "0" ? .zero : try parsePositiveDuration(value, unit: unit)
+        },
+        Setting(flag: "forward-events", environment: [("SWITCHBOARD_FORWARD_EVENTS", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let target = SwitchboardConfiguration.ForwardTarget(rawValue: value.lowercased()) else {
+                throw .init("must be http, redis or none")
+            }
+            config.backend.forwardEvents = target
+        },
+        text("forward-path", ["SWITCHBOARD_FORWARD_PATH"], .path) { $0.backend.forwardPath = $1 },
+        text("forward-stream", ["SWITCHBOARD_FORWARD_STREAM"], .word) { $0.backend.forwardStream = $1 },
+        toggle("broadcast-presence", ["SWITCHBOARD_BROADCAST_PRESENCE"]) { $0.contract.broadcastPresence = $1 },
+        toggle("relay-events", ["SWITCHBOARD_RELAY_EVENTS"]) { $0.contract.relayEvents = $1 },
+        Setting(flag: "api-key", environment: [("SWITCHBOARD_API_KEY", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard value.count >= 16 else { throw .init("must be at least 16 characters") }
+            guard value.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                throw .init("must be printable ASCII without spaces")
+            }
+            config.api.key = value
+        },
+        Setting(flag: "api-port", environment: [("SWITCHBOARD_API_PORT", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let port = Int(value), (0...65535).contains(port) else { throw .init("must be a port number 0-65535") }
+            config.api.port = port
+        },
+        toggle("python-bridge", ["SWITCHBOARD_PYTHON_BRIDGE"]) { $0.bridge.enabled = $1 },
+        text("bridge-channel", ["SWITCHBOARD_BRIDGE_CHANNEL"], .pubSubChannel) { $0.bridge.channel = $1 },
         Setting(flag: "log-level", environment: [("SWITCHBOARD_LOG_LEVEL", .milliseconds)]) {
             config,
             value,
@@ -167,6 +272,55 @@ public struct ConfigurationReader {
             config.eventLoopThreads = threads
         },
     ]
+
+    /// What a text setting must look like.
+    enum TextRule: Sendable {
+        /// Anything but empty (secrets, file paths, claim values).
+        case nonEmpty
+        /// One word: no spaces (key prefixes, stream names).
+        case word
+        /// An absolute URL path.
+        case path
+        /// A word that is not a pub/sub pattern.
+        case pubSubChannel
+    }
+
+    static func text(
+        _ flag: String,
+        _ variables: [String],
+        _ rule: TextRule,
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, String) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables.map { ($0, .seconds) }) { config, value, _ throws(ConfigurationError.Reason) in
+            switch rule {
+            case .nonEmpty:
+                guard !value.isEmpty else { throw .init("must not be empty") }
+            case .word:
+                guard !value.isEmpty, !value.contains(" ") else { throw .init("must be a non-empty word") }
+            case .path:
+                guard value.hasPrefix("/"), !value.contains(" "), !value.contains("#") else {
+                    throw .init("must be an absolute URL path such as /api/v1/auths/")
+                }
+            case .pubSubChannel:
+                guard !value.isEmpty, !value.contains(" "), !value.contains("*") else {
+                    throw .init("must be a non-empty word without * or spaces")
+                }
+            }
+            apply(&config, value)
+        }
+    }
+
+    /// A true/false setting.
+    static func toggle(
+        _ flag: String,
+        _ variables: [String],
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, Bool) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables.map { ($0, .seconds) }) { config, value, _ throws(ConfigurationError.Reason) in
+            guard let enabled = parseBool(value) else { throw .init("must be true or false") }
+            apply(&config, enabled)
+        }
+    }
 
     /// The configuration, or the first setting that is invalid.
     public func read(defaults: SwitchboardConfiguration = SwitchboardConfiguration()) throws(ConfigurationError)
@@ -206,6 +360,12 @@ public struct ConfigurationReader {
                 value: "\(config.cluster.nodeTTL.nanoseconds / 1_000_000)ms",
                 reason: "must be longer than heartbeat-interval"
             )
+        }
+        if config.backend.forwardEvents == .http && config.backend.url == nil {
+            throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url")
+        }
+        if config.backend.forwardEvents == .redis && config.cluster.redisURL == nil {
+            throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url")
         }
         if config.socketIO.maxOutboundBytes < config.socketIO.maxPayload {
             throw ConfigurationError(

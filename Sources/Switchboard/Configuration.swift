@@ -1,3 +1,4 @@
+import Auth
 import EngineIO
 import Logging
 import NIOCore
@@ -62,15 +63,112 @@ public struct SwitchboardConfiguration: Sendable {
         public var nodeTTL: TimeAmount = .seconds(10)
     }
 
+    /// How users are authenticated (see docs/BACKEND.md).
+    public struct AuthSettings: Sendable {
+        public enum Mode: String, Sendable {
+            /// Acknowledge every CONNECT; a socket without a valid token stays anonymous (Open WebUI's).
+            case alwaysConnect = "always-connect"
+            /// Refuse a CONNECT without a valid token.
+            case strict
+        }
+
+        /// HMAC secret (`WEBUI_SECRET_KEY`). Default none.
+        public var jwtSecret: String?
+        /// Algorithms accepted with the secret. Default HS256.
+        public var hmacAlgorithms: Set<JWTAlgorithm> = [.hs256]
+        /// PEM public key file (RSA → RS256, EC P-256 → ES256). Default none.
+        public var publicKeyFile: String?
+        /// JWKS file. Default none.
+        public var jwksFile: String?
+        /// Seconds of clock skew tolerated. Default 30.
+        public var leeway: Int = 30
+        /// Required `iss`. Default not checked.
+        public var issuer: String?
+        /// Required `aud`. Default not checked.
+        public var audience: String?
+        /// Claims holding the user id, in order. Default `id`, `sub`.
+        public var userIDClaims: [String] = ["id", "sub"]
+        /// Default always-connect.
+        public var mode: Mode = .alwaysConnect
+        /// Prefix of the revocation keys and the presence pools (`REDIS_KEY_PREFIX`). Default `open-webui`.
+        public var keyPrefix: String = "open-webui"
+
+        /// Whether any key is configured.
+        public var hasKeys: Bool { jwtSecret != nil || publicKeyFile != nil || jwksFile != nil }
+    }
+
+    /// Where unhandled client events go.
+    public enum ForwardTarget: String, Sendable {
+        case http, redis, none
+    }
+
+    /// The backend this node calls: user details, channels, forwarded events.
+    public struct BackendSettings: Sendable {
+        /// Base URL, e.g. `http://backend:8080`. Default none.
+        public var url: String?
+        /// Default `/api/v1/auths/` (answers the token's user).
+        public var userPath: String = "/api/v1/auths/"
+        /// Default `/api/v1/channels/` (answers the user's channels).
+        public var channelsPath: String = "/api/v1/channels/"
+        /// Bound on each backend call. Default 5 s.
+        public var timeout: TimeAmount = .seconds(5)
+        /// How long a token's user and channels are reused. Default 60 s.
+        public var userCacheTTL: TimeAmount = .seconds(60)
+        /// Default: http with a backend URL, else redis with Redis, else none.
+        public var forwardEvents: ForwardTarget?
+        /// Default `/api/v1/socket/events`.
+        public var forwardPath: String = "/api/v1/socket/events"
+        /// Default `switchboard:events`.
+        public var forwardStream: String = "switchboard:events"
+    }
+
+    /// The Open WebUI event contract on namespace `/` of `serve`.
+    public struct ContractSettings: Sendable {
+        /// Broadcast `user-list` and `usage` to everyone on connect, disconnect and usage. Default true.
+        public var broadcastPresence: Bool = true
+        /// Also serve the generic `join` / `leave` / `publish` events (benchmarks). Default false: any
+        /// client could join any room with them.
+        public var relayEvents: Bool = false
+    }
+
+    /// The backend HTTP API.
+    public struct APISettings: Sendable {
+        /// Bearer key; without one the API refuses every request. Default none.
+        public var key: String?
+        /// Own listener port (on `host`); default none: served under `/api/v1/` on the main port.
+        public var port: Int?
+    }
+
+    /// The python-socketio Redis protocol bridge.
+    public struct BridgeSettings: Sendable {
+        /// Default true (needs Redis).
+        public var enabled: Bool = true
+        /// Default `socketio`.
+        public var channel: String = "socketio"
+    }
+
     public var listener = Listener()
     public var socketIO = SocketIOSettings()
     public var cluster = ClusterSettings()
+    public var auth = AuthSettings()
+    public var backend = BackendSettings()
+    public var contract = ContractSettings()
+    public var api = APISettings()
+    public var bridge = BridgeSettings()
     /// Default `info`.
     public var logLevel: Logger.Level = .info
     /// Event-loop threads. Default: one per core.
     public var eventLoopThreads: Int = System.coreCount
 
     public init() {}
+
+    /// Where unhandled events go once the defaults are applied.
+    public var effectiveForwardTarget: ForwardTarget {
+        if let target = backend.forwardEvents { return target }
+        if backend.url != nil { return .http }
+        if cluster.redisURL != nil { return .redis }
+        return .none
+    }
 }
 
 /// A setting that could not be used, named the way the operator wrote it.

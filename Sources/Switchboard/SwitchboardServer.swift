@@ -1,3 +1,4 @@
+import Auth
 import Cluster
 import EngineIO
 import Logging
@@ -51,14 +52,27 @@ public final class SwitchboardServer: Sendable {
 /// Runs a node until a shutdown signal: binds, announces readiness, closes clients on the way out.
 public struct SwitchboardService: Service {
     let server: SwitchboardServer
+    /// The backend API's own listener, if it has one.
+    let apiServer: SwitchboardServer?
     let logger: Logger
 
-    public init(server: SwitchboardServer, logger: Logger) {
+    public init(server: SwitchboardServer, apiServer: SwitchboardServer? = nil, logger: Logger) {
         self.server = server
+        self.apiServer = apiServer
         self.logger = logger
     }
 
     public func run() async throws {
+        // The API listener is announced first: scripts read it before the main `listening on` line.
+        var apiChannel: Channel?
+        if let apiServer {
+            let channel = try await apiServer.bind()
+            apiChannel = channel
+            let address = channel.localAddress
+            let bound = "\(address?.ipAddress ?? apiServer.host):\(address?.port ?? apiServer.port)"
+            logger.info("api listening", metadata: ["address": "\(bound)"])
+            print("api listening on \(bound)")
+        }
         let channel = try await server.bind()
         let address = channel.localAddress
         let bound = "\(address?.ipAddress ?? server.host):\(address?.port ?? server.port)"
@@ -70,6 +84,7 @@ public struct SwitchboardService: Service {
         try? await gracefulShutdown()
         logger.info("shutting down")
         try? await channel.close()
+        try? await apiChannel?.close()
         for endpoint in server.router.endpoints {
             endpoint.closeAll(reason: .serverShutdown)
         }
@@ -100,7 +115,7 @@ public enum Switchboard {
             let node = try makeNode(configuration: configuration, mode: mode, group: group, logger: logger)
             let server = SwitchboardServer(
                 group: group,
-                router: EngineRouter(endpoints: node.endpoints, fallback: OperationsResponder(cluster: node.cluster)),
+                router: EngineRouter(endpoints: node.endpoints, fallback: node.fallback),
                 host: configuration.listener.host,
                 port: configuration.listener.port,
                 logger: logger
@@ -110,7 +125,20 @@ public enum Switchboard {
                 services.append(.init(service: ClusterService(node: cluster, logger: logger)))
             }
             services.append(.init(service: PresenceService(sweeper: node.presence.sweeper)))
-            services.append(.init(service: SwitchboardService(server: server, logger: logger)))
+            if let backend = node.backend {
+                services.append(.init(service: BackendClientService(client: backend)))
+            }
+            var apiServer: SwitchboardServer?
+            if let api = node.apiListener {
+                apiServer = SwitchboardServer(
+                    group: group,
+                    router: EngineRouter(endpoints: [], fallback: api.responder),
+                    host: configuration.listener.host,
+                    port: api.port,
+                    logger: logger
+                )
+            }
+            services.append(.init(service: SwitchboardService(server: server, apiServer: apiServer, logger: logger)))
             let serviceGroup = ServiceGroup(
                 configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             )
@@ -128,6 +156,12 @@ public enum Switchboard {
         public var endpoints: [EngineServer]
         public var cluster: ClusterNode?
         public var presence: PresencePools
+        /// Answers everything that is not Engine.IO on the main listener (operations, and the API
+        /// unless it has its own port).
+        public var fallback: HTTPResponder
+        /// The backend API when it has its own listener.
+        public var apiListener: (port: Int, responder: HTTPResponder)?
+        var backend: BackendClient?
     }
 
     /// The shared pools (Redis in a cluster, in memory alone) and their sweeper.
@@ -144,7 +178,9 @@ public enum Switchboard {
     ) throws -> Node {
         let settings = configuration.socketIO
         let loops = Array(group.makeIterator())
+        let presenceConfiguration = PresenceConfiguration(keyPrefix: configuration.auth.keyPrefix)
         var cluster: ClusterNode?
+        var redisCommands: RedisClient?
         let presence: PresencePools
         if let url = configuration.cluster.redisURL {
             let redis: RedisConfiguration
@@ -174,12 +210,13 @@ public enum Switchboard {
                 logger: logger
             )
             cluster = node
-            let store = RedisPresenceStore(redis: transport.commands, configuration: PresenceConfiguration())
+            redisCommands = transport.commands
+            let store = RedisPresenceStore(redis: transport.commands, configuration: presenceConfiguration)
             presence = PresencePools(
                 store: store,
                 sweeper: PresenceSweeper(
                     store: store,
-                    lock: RedisSweepLock(redis: transport.commands, configuration: PresenceConfiguration()),
+                    lock: RedisSweepLock(redis: transport.commands, configuration: presenceConfiguration),
                     nodeID: node.id,
                     eventLoop: controlLoop,
                     logger: logger
@@ -206,11 +243,63 @@ public enum Switchboard {
             if let cluster { return cluster.makeAdapter(namespace: namespace, eventLoops: loops) }
             return InMemoryAdapter(namespace: namespace, eventLoops: loops)
         }
+        let operations = OperationsResponder(cluster: cluster)
         switch mode {
         case .serve:
-            socketIO.addNamespace("/", handlers: RelayEvents.handlers())
+            let backend = configuration.backend.url.map {
+                BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
+            }
+            let verifier = try makeVerifier(configuration.auth, logger: logger)
+            if verifier == nil {
+                logger.warning("no JWT key configured: every socket stays anonymous (set --jwt-secret or WEBUI_SECRET_KEY)")
+            }
+            let users = UserDirectory(
+                verifier: verifier,
+                revocation: RevocationKeys(prefix: configuration.auth.keyPrefix),
+                redis: redisCommands,
+                backend: backend,
+                userPath: configuration.backend.userPath,
+                channelsPath: configuration.backend.channelsPath,
+                cacheTTL: configuration.backend.userCacheTTL,
+                logger: logger,
+                now: { PresenceSweeper.systemClock() }
+            )
+            let forwarder: EventForwarder
+            switch configuration.effectiveForwardTarget {
+            case .http:
+                guard let backend else { throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url") }
+                forwarder = .http(backend, path: configuration.backend.forwardPath, apiKey: configuration.api.key)
+            case .redis:
+                guard let redisCommands else { throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url") }
+                forwarder = .redisStream(redisCommands, key: configuration.backend.forwardStream, maxLength: 100_000)
+            case .none:
+                forwarder = .none
+            }
+            let contract = OpenWebUIEvents(
+                users: users,
+                presence: presence.store,
+                forwarder: forwarder,
+                strict: configuration.auth.mode == .strict,
+                broadcastPresence: configuration.contract.broadcastPresence,
+                nodeID: cluster?.id ?? "local",
+                logger: logger,
+                now: { PresenceSweeper.systemClock() }
+            )
+            var handlers = contract.handlers()
+            if configuration.contract.relayEvents {
+                for (name, handler) in RelayEvents.handlers().events { handlers.events[name] = handler }
+            }
+            socketIO.addNamespace("/", handlers: handlers)
+            let api = BackendAPI(key: configuration.api.key, socketIO: socketIO, presence: presence.store, logger: logger)
             let endpoint = EngineServer(configuration: settings.engine, application: socketIO, logger: logger)
-            return Node(endpoints: [endpoint], cluster: cluster, presence: presence)
+            return Node(
+                endpoints: [endpoint],
+                cluster: cluster,
+                presence: presence,
+                fallback: configuration.api.port == nil ? RoutingResponder(operations: operations, api: api) : operations,
+                apiListener: configuration.api.port.map { (port: $0, responder: api) },
+                backend: backend
+            )
         case .conformance:
             socketIO.addNamespace("/", handlers: ConformanceEvents.handlers(presence: presence.store))
             socketIO.addNamespace("/custom", handlers: ConformanceEvents.handlers(presence: presence.store))
@@ -219,8 +308,106 @@ public enum Switchboard {
             let echo = EngineServer(configuration: engine, application: EngineEchoApplication(), logger: logger)
             engine.path = "/socket.io/"
             let sockets = EngineServer(configuration: engine, application: socketIO, logger: logger)
-            return Node(endpoints: [echo, sockets], cluster: cluster, presence: presence)
+            return Node(endpoints: [echo, sockets], cluster: cluster, presence: presence, fallback: operations)
         }
+    }
+
+    /// The JWT verifier of the configured keys, or nil when none is configured.
+    static func makeVerifier(_ auth: SwitchboardConfiguration.AuthSettings, logger: Logger) throws -> JWTVerifier? {
+        var keys: [JWTKey] = []
+        do {
+            if let secret = auth.jwtSecret {
+                keys.append(try JWTKey.hmac(secret: Array(secret.utf8), algorithms: auth.hmacAlgorithms))
+            }
+        } catch {
+            throw ConfigurationError(setting: "jwt-secret", value: "(hidden)", reason: error.message)
+        }
+        if let path = auth.publicKeyFile {
+            let pem = try readConfigurationFile(path, setting: "jwt-public-key")
+            do {
+                keys.append(try JWTKey.rsa(publicKeyPEM: pem))
+            } catch {
+                do {
+                    keys.append(try JWTKey.ecdsa(publicKeyPEM: pem))
+                } catch {
+                    throw ConfigurationError(
+                        setting: "jwt-public-key",
+                        value: path,
+                        reason: "not an RSA (2048 bits or more) or EC P-256 public key in PEM: \(error.message)"
+                    )
+                }
+            }
+        }
+        if let path = auth.jwksFile {
+            do {
+                keys += try JWTKey.jwks(try readConfigurationFile(path, setting: "jwt-jwks"), logger: logger)
+            } catch let error as AuthError {
+                throw ConfigurationError(setting: "jwt-jwks", value: path, reason: error.message)
+            }
+        }
+        guard !keys.isEmpty else { return nil }
+        do {
+            return try JWTVerifier(
+                configuration: .init(
+                    keys: keys,
+                    leeway: auth.leeway,
+                    issuer: auth.issuer,
+                    audience: auth.audience,
+                    userIDClaims: auth.userIDClaims
+                )
+            )
+        } catch {
+            throw ConfigurationError(setting: "jwt", value: "", reason: error.message)
+        }
+    }
+}
+
+/// Reads a small configuration file (a key); a missing or unreadable file names the setting.
+func readConfigurationFile(_ path: String, setting: String, limit: Int = 1 << 20) throws -> String {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else {
+        throw ConfigurationError(setting: setting, value: path, reason: "cannot open the file (errno \(errno))")
+    }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        guard count >= 0 else {
+            throw ConfigurationError(setting: setting, value: path, reason: "cannot read the file (errno \(errno))")
+        }
+        if count == 0 { break }
+        bytes += chunk[0..<count]
+        guard bytes.count <= limit else {
+            throw ConfigurationError(setting: setting, value: path, reason: "the file is larger than \(limit) bytes")
+        }
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw ConfigurationError(setting: setting, value: path, reason: "the file is not UTF-8 text")
+    }
+    return text
+}
+
+/// The main listener's non-Engine.IO routes: the backend API under `/api/v1/`, operations otherwise.
+struct RoutingResponder: HTTPResponder {
+    let operations: OperationsResponder
+    let api: BackendAPI
+
+    var maxBodySize: Int { api.maxBodySize }
+
+    func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        if request.path.hasPrefix(BackendAPI.pathPrefix) { return api.respond(to: request, on: eventLoop) }
+        return operations.respond(to: request, on: eventLoop)
+    }
+}
+
+/// Closes the backend client's connections at shutdown.
+struct BackendClientService: Service {
+    let client: BackendClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await client.shutdown()
     }
 }
 

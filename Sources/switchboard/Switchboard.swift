@@ -47,6 +47,54 @@ struct NodeOptions: ParsableArguments {
     var heartbeatInterval: String?
     @Option(help: "A node silent this long is dead (env SWITCHBOARD_NODE_TTL). Default 10s.")
     var nodeTTL: String?
+    @Option(name: .customLong("jwt-secret"), help: "JWT HMAC secret (env SWITCHBOARD_JWT_SECRET, WEBUI_SECRET_KEY). Default none.")
+    var jwtSecret: String?
+    @Option(name: .customLong("jwt-algorithms"), help: "HMAC algorithms accepted, ','-separated (env SWITCHBOARD_JWT_ALGORITHMS). Default HS256.")
+    var jwtAlgorithms: String?
+    @Option(name: .customLong("jwt-public-key"), help: "PEM public key file: RSA for RS256, EC P-256 for ES256 (env SWITCHBOARD_JWT_PUBLIC_KEY).")
+    var jwtPublicKey: String?
+    @Option(name: .customLong("jwt-jwks"), help: "JWKS file; kid selects the key (env SWITCHBOARD_JWT_JWKS).")
+    var jwtJWKS: String?
+    @Option(name: .customLong("jwt-leeway"), help: "Clock leeway for exp/nbf/iat (env SWITCHBOARD_JWT_LEEWAY, s). Default 30s.")
+    var jwtLeeway: String?
+    @Option(name: .customLong("jwt-issuer"), help: "Required iss (env SWITCHBOARD_JWT_ISSUER). Default not checked.")
+    var jwtIssuer: String?
+    @Option(name: .customLong("jwt-audience"), help: "Required aud (env SWITCHBOARD_JWT_AUDIENCE). Default not checked.")
+    var jwtAudience: String?
+    @Option(name: .customLong("jwt-user-claim"), help: "Claims holding the user id, ','-separated (env SWITCHBOARD_JWT_USER_CLAIM). Default id,sub.")
+    var jwtUserClaim: String?
+    @Option(name: .customLong("auth-mode"), help: "always-connect or strict (env SWITCHBOARD_AUTH_MODE). Default always-connect.")
+    var authMode: String?
+    @Option(name: .customLong("redis-key-prefix"), help: "Prefix of revocation keys and pools (env REDIS_KEY_PREFIX). Default open-webui.")
+    var redisKeyPrefix: String?
+    @Option(name: .customLong("backend-url"), help: "Backend base URL for users, channels and forwarded events (env SWITCHBOARD_BACKEND_URL).")
+    var backendURL: String?
+    @Option(name: .customLong("backend-user-path"), help: "Backend path answering the token's user (env SWITCHBOARD_BACKEND_USER_PATH). Default /api/v1/auths/.")
+    var backendUserPath: String?
+    @Option(name: .customLong("backend-channels-path"), help: "Backend path answering the user's channels (env SWITCHBOARD_BACKEND_CHANNELS_PATH). Default /api/v1/channels/.")
+    var backendChannelsPath: String?
+    @Option(name: .customLong("backend-timeout"), help: "Bound on each backend call (env SWITCHBOARD_BACKEND_TIMEOUT). Default 5s.")
+    var backendTimeout: String?
+    @Option(name: .customLong("user-cache-ttl"), help: "How long a token's user and channels are cached (env SWITCHBOARD_USER_CACHE_TTL). Default 60s.")
+    var userCacheTTL: String?
+    @Option(name: .customLong("forward-events"), help: "Where unhandled client events go: http, redis, none (env SWITCHBOARD_FORWARD_EVENTS).")
+    var forwardEvents: String?
+    @Option(name: .customLong("forward-path"), help: "Backend path receiving forwarded events (env SWITCHBOARD_FORWARD_PATH). Default /api/v1/socket/events.")
+    var forwardPath: String?
+    @Option(name: .customLong("forward-stream"), help: "Redis stream receiving forwarded events (env SWITCHBOARD_FORWARD_STREAM). Default switchboard:events.")
+    var forwardStream: String?
+    @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default true.")
+    var broadcastPresence: String?
+    @Option(name: .customLong("relay-events"), help: "Serve the generic join/leave/publish events (env SWITCHBOARD_RELAY_EVENTS). Default false.")
+    var relayEvents: String?
+    @Option(name: .customLong("api-key"), help: "Bearer key of the backend HTTP API (env SWITCHBOARD_API_KEY). Default none: API refuses.")
+    var apiKey: String?
+    @Option(name: .customLong("api-port"), help: "Serve the backend API on its own port (env SWITCHBOARD_API_PORT). Default: main port, /api/v1/.")
+    var apiPort: String?
+    @Option(name: .customLong("python-bridge"), help: "Serve python-socketio's Redis protocol (env SWITCHBOARD_PYTHON_BRIDGE). Default true.")
+    var pythonBridge: String?
+    @Option(name: .customLong("bridge-channel"), help: "python-socketio channel (env SWITCHBOARD_BRIDGE_CHANNEL). Default socketio.")
+    var bridgeChannel: String?
     @Option(help: "Log level (env SWITCHBOARD_LOG_LEVEL). Default info.")
     var logLevel: String?
     @Option(help: "Event-loop threads (env SWITCHBOARD_THREADS). Default: one per core.")
@@ -60,6 +108,30 @@ struct NodeOptions: ParsableArguments {
             ("max-outbound-bytes", maxOutboundBytes), ("cors-origins", corsOrigins), ("transports", transports),
             ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("cluster-prefix", clusterPrefix),
             ("node-id", nodeID), ("heartbeat-interval", heartbeatInterval), ("node-ttl", nodeTTL),
+            ("jwt-secret", jwtSecret),
+            ("jwt-algorithms", jwtAlgorithms),
+            ("jwt-public-key", jwtPublicKey),
+            ("jwt-jwks", jwtJWKS),
+            ("jwt-leeway", jwtLeeway),
+            ("jwt-issuer", jwtIssuer),
+            ("jwt-audience", jwtAudience),
+            ("jwt-user-claim", jwtUserClaim),
+            ("auth-mode", authMode),
+            ("redis-key-prefix", redisKeyPrefix),
+            ("backend-url", backendURL),
+            ("backend-user-path", backendUserPath),
+            ("backend-channels-path", backendChannelsPath),
+            ("backend-timeout", backendTimeout),
+            ("user-cache-ttl", userCacheTTL),
+            ("forward-events", forwardEvents),
+            ("forward-path", forwardPath),
+            ("forward-stream", forwardStream),
+            ("broadcast-presence", broadcastPresence),
+            ("relay-events", relayEvents),
+            ("api-key", apiKey),
+            ("api-port", apiPort),
+            ("python-bridge", pythonBridge),
+            ("bridge-channel", bridgeChannel),
         ]
         for case (let name, let value?) in pairs { flags[name] = value }
         return flags

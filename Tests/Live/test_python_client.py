@@ -322,7 +322,7 @@ def _token(user_id: str) -> str:
     return jwt.encode({"id": user_id, "jti": uuid.uuid4().hex, "iat": now, "exp": now + 3600}, SECRET, algorithm="HS256")
 
 
-SERVE_ENV = {"WEBUI_SECRET_KEY": SECRET}
+SERVE_ENV = {"WEBUI_SECRET_KEY": SECRET, "SWITCHBOARD_RELAY_EVENTS": "true"}
 
 
 @pytest.mark.parametrize("transport_name", list(TRANSPORTS))

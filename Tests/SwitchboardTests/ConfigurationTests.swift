@@ -1,6 +1,7 @@
 import EngineIO
+import Logging
 import NIOCore
-import Switchboard
+@testable import Switchboard
 import XCTest
 
 final class ConfigurationTests: XCTestCase {
@@ -87,5 +88,106 @@ final class ConfigurationTests: XCTestCase {
                 XCTAssertTrue(error.description.contains(setting))
             }
         }
+    }
+}
+
+final class ContractConfigurationTests: XCTestCase {
+    private func read(flags: [String: String] = [:], env: [String: String] = [:]) throws -> SwitchboardConfiguration {
+        try ConfigurationReader(flags: flags, environment: env).read()
+    }
+
+    func testContractDefaults() throws {
+        let config = try read()
+        XCTAssertNil(config.auth.jwtSecret)
+        XCTAssertEqual(config.auth.hmacAlgorithms, [.hs256])
+        XCTAssertEqual(config.auth.leeway, 30)
+        XCTAssertEqual(config.auth.userIDClaims, ["id", "sub"])
+        XCTAssertEqual(config.auth.mode, .alwaysConnect)
+        XCTAssertEqual(config.auth.keyPrefix, "open-webui")
+        XCTAssertNil(config.backend.url)
+        XCTAssertEqual(config.backend.userPath, "/api/v1/auths/")
+        XCTAssertEqual(config.backend.channelsPath, "/api/v1/channels/")
+        XCTAssertEqual(config.backend.timeout, .seconds(5))
+        XCTAssertEqual(config.backend.userCacheTTL, .seconds(60))
+        XCTAssertEqual(config.effectiveForwardTarget, .none)
+        XCTAssertTrue(config.contract.broadcastPresence)
+        XCTAssertFalse(config.contract.relayEvents)
+        XCTAssertNil(config.api.key)
+        XCTAssertNil(config.api.port)
+        XCTAssertTrue(config.bridge.enabled)
+        XCTAssertEqual(config.bridge.channel, "socketio")
+    }
+
+    func testOpenWebUINames() throws {
+        let config = try read(env: ["WEBUI_SECRET_KEY": "t0p-secret", "REDIS_KEY_PREFIX": "owui"])
+        XCTAssertEqual(config.auth.jwtSecret, "t0p-secret")
+        XCTAssertEqual(config.auth.keyPrefix, "owui")
+        let preferred = try read(env: ["WEBUI_SECRET_KEY": "a", "SWITCHBOARD_JWT_SECRET": "b"])
+        XCTAssertEqual(preferred.auth.jwtSecret, "b")
+    }
+
+    func testForwardTargetFollowsWhatIsConfigured() throws {
+        XCTAssertEqual(try read(flags: ["backend-url": "http://backend:8080/"]).effectiveForwardTarget, .http)
+        XCTAssertEqual(try read(flags: ["backend-url": "http://backend:8080/"]).backend.url, "http://backend:8080")
+        XCTAssertEqual(try read(flags: ["redis-url": "redis://127.0.0.1:6379"]).effectiveForwardTarget, .redis)
+        XCTAssertEqual(
+            try read(flags: ["redis-url": "redis://127.0.0.1:6379", "forward-events": "none"]).effectiveForwardTarget,
+            .none
+        )
+    }
+
+    func testContractSettingsParse() throws {
+        let config = try read(flags: [
+            "jwt-algorithms": "hs256, HS512", "jwt-leeway": "5", "jwt-user-claim": "sub,id", "auth-mode": "strict",
+            "backend-timeout": "1500ms", "user-cache-ttl": "0", "broadcast-presence": "false", "relay-events": "yes",
+            "api-key": "0123456789abcdef", "api-port": "0", "python-bridge": "off", "bridge-channel": "owui",
+        ])
+        XCTAssertEqual(config.auth.hmacAlgorithms, [.hs256, .hs512])
+        XCTAssertEqual(config.auth.leeway, 5)
+        XCTAssertEqual(config.auth.userIDClaims, ["sub", "id"])
+        XCTAssertEqual(config.auth.mode, .strict)
+        XCTAssertEqual(config.backend.timeout, .milliseconds(1500))
+        XCTAssertEqual(config.backend.userCacheTTL, .zero)
+        XCTAssertFalse(config.contract.broadcastPresence)
+        XCTAssertTrue(config.contract.relayEvents)
+        XCTAssertEqual(config.api.key, "0123456789abcdef")
+        XCTAssertEqual(config.api.port, 0)
+        XCTAssertFalse(config.bridge.enabled)
+        XCTAssertEqual(config.bridge.channel, "owui")
+    }
+
+    func testBadContractValuesNameTheirSetting() {
+        let cases: [([String: String], [String: String], String)] = [
+            (["jwt-algorithms": "RS256"], [:], "--jwt-algorithms"),
+            (["jwt-algorithms": "none"], [:], "--jwt-algorithms"),
+            (["auth-mode": "lenient"], [:], "--auth-mode"),
+            (["backend-url": "ftp://x"], [:], "--backend-url"),
+            (["backend-user-path": "api/v1"], [:], "--backend-user-path"),
+            (["forward-events": "kafka"], [:], "--forward-events"),
+            (["forward-events": "http"], [:], "forward-events"),
+            (["forward-events": "redis"], [:], "forward-events"),
+            ([:], ["SWITCHBOARD_API_KEY": "short"], "SWITCHBOARD_API_KEY"),
+            (["api-port": "70000"], [:], "--api-port"),
+            (["bridge-channel": "socketio*"], [:], "--bridge-channel"),
+            ([:], ["SWITCHBOARD_BROADCAST_PRESENCE": "maybe"], "SWITCHBOARD_BROADCAST_PRESENCE"),
+        ]
+        for (flags, env, setting) in cases {
+            XCTAssertThrowsError(try read(flags: flags, env: env), "\(flags) \(env)") { error in
+                XCTAssertEqual((error as? ConfigurationError)?.setting, setting, "\(flags) \(env)")
+            }
+        }
+    }
+
+    func testKeyFilesAreCheckedAtStart() {
+        var config = SwitchboardConfiguration()
+        config.auth.publicKeyFile = "/nonexistent/key.pem"
+        XCTAssertThrowsError(try Switchboard.makeVerifier(config.auth, logger: Logger(label: "test"))) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "jwt-public-key")
+        }
+        config.auth.publicKeyFile = "/etc/hostname"
+        XCTAssertThrowsError(try Switchboard.makeVerifier(config.auth, logger: Logger(label: "test"))) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "jwt-public-key")
+        }
+        XCTAssertNil(try Switchboard.makeVerifier(SwitchboardConfiguration().auth, logger: Logger(label: "test")))
     }
 }

@@ -1,0 +1,167 @@
+import Auth
+import Logging
+import NIOCore
+import NIOEmbedded
+import SocketIO
+import Testing
+
+@testable import Switchboard
+
+@Suite("UserDirectory: token → user, without a backend")
+struct UserDirectoryTests {
+    static let secret = "switchboard-unit-test-secret-0123456789"
+    /// PyJWT HS256: {"id":"42","jti":"j-1","iat":1700000000,"name":"Ada","email":"ada@example.com"}.
+    static let adaToken =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjQyIiwianRpIjoiai0xIiwiaWF0IjoxNzAwMDAwMDAwLCJuYW1lIjoiQWRhIiwiZW1haWwiOiJhZGFAZXhhbXBsZS5jb20ifQ.7g80eAk0OkoBfbJVRB_vqnBw4PKjLxWGyGDgOtHy8ek"
+    /// PyJWT HS256: {"sub":"7","iat":1700000000}.
+    static let subjectToken =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI3IiwiaWF0IjoxNzAwMDAwMDAwfQ.G7aBIGfxMVFDt796JWhtmHDIlCDxlVeR1wooKRYjyh4"
+    /// PyJWT HS256: {"id":"42","iat":1700000000,"exp":1700000100}.
+    static let expiringToken =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjQyIiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjE3MDAwMDAxMDB9.Nc_RJC3_dcBJ3BI4eK2pV-rRRReYNJLB1FEggYH7724"
+
+    func directory(keys: Bool = true, now: Int = 1_700_000_050) throws -> UserDirectory {
+        let verifier =
+            keys
+            ? try JWTVerifier(configuration: .init(keys: [JWTKey.hmac(secret: Array(Self.secret.utf8), algorithms: [.hs256])]))
+            : nil
+        return UserDirectory(
+            verifier: verifier,
+            revocation: RevocationKeys(),
+            redis: nil,
+            backend: nil,
+            userPath: "/api/v1/auths/",
+            channelsPath: "/api/v1/channels/",
+            cacheTTL: .seconds(60),
+            logger: Logger(label: "test"),
+            now: { now }
+        )
+    }
+
+    func outcome(_ directory: UserDirectory, _ token: String?) throws -> Result<AuthenticatedUser, AuthenticationFailure> {
+        let loop = EmbeddedEventLoop()
+        defer { try? loop.syncShutdownGracefully() }
+        let future = directory.authenticate(token: token, on: loop)
+        loop.run()
+        do {
+            return .success(try future.wait())
+        } catch let failure as AuthenticationFailure {
+            return .failure(failure)
+        }
+    }
+
+    @Test("the user object comes from the claims: id, name, email, role")
+    func userFromClaims() throws {
+        let user = try outcome(directory(), Self.adaToken).get()
+        #expect(user.id == "42")
+        #expect(user.name == "Ada")
+        #expect(JSONWriter.serialize(user.object) == #"{"id":"42","name":"Ada","email":"ada@example.com","role":"user"}"#)
+    }
+
+    @Test("the user id falls back to sub, and the name to the id")
+    func subjectClaim() throws {
+        let user = try outcome(directory(), Self.subjectToken).get()
+        #expect(user.id == "7")
+        #expect(user.name == "7")
+    }
+
+    @Test(
+        "refusals name their reason",
+        arguments: [
+            (nil, "no token"),
+            ("", "no token"),
+            ("not.a.token", "invalid token: malformed"),
+            (expiringToken.dropLast(2) + "AA", "invalid token: badSignature"),
+        ] as [(String?, String)]
+    )
+    func refusals(token: String?, reason: String) throws {
+        #expect(try outcome(directory(), token.map { String($0) }) == .failure(AuthenticationFailure(reason: reason)))
+    }
+
+    @Test("an expired token is refused once its exp (plus leeway) has passed")
+    func expiry() throws {
+        #expect(try outcome(directory(now: 1_700_000_120), Self.expiringToken).get().id == "42")
+        #expect(
+            try outcome(directory(now: 1_700_000_200), Self.expiringToken)
+                == .failure(AuthenticationFailure(reason: "invalid token: expired"))
+        )
+    }
+
+    @Test("without a configured key every token is refused")
+    func noKeys() throws {
+        #expect(try outcome(directory(keys: false), Self.adaToken) == .failure(AuthenticationFailure(reason: "no JWT key configured")))
+    }
+
+    @Test("a backend's user object keeps its fields and gets a string id")
+    func normalizedBackendUser() throws {
+        let answer = try JSONParser.parse(#"{"id":42,"name":"Ada","role":"admin"}"#)
+        #expect(UserDirectory.identifier(answer["id"]) == "42")
+        #expect(JSONWriter.serialize(UserDirectory.normalized(answer, id: "42")) == #"{"id":"42","name":"Ada","role":"admin"}"#)
+        #expect(UserDirectory.identifier(.string("")) == nil)
+        #expect(UserDirectory.identifier(.bool(true)) == nil)
+    }
+}
+
+@Suite("ExpiringCache")
+struct ExpiringCacheTests {
+    @Test("an entry lives for its TTL, then is gone")
+    func ttl() {
+        let cache = ExpiringCache<Int>(ttl: .seconds(60))
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        cache.store(1, for: "a", now: start)
+        #expect(cache.value(for: "a", now: start + .seconds(59)) == 1)
+        #expect(cache.value(for: "a", now: start + .seconds(60)) == nil)
+    }
+
+    @Test("a zero TTL caches nothing")
+    func zeroTTL() {
+        let cache = ExpiringCache<Int>(ttl: .zero)
+        cache.store(1, for: "a", now: .now())
+        #expect(cache.value(for: "a", now: .now()) == nil)
+    }
+
+    @Test("at capacity, expired entries go first; a cache full of live entries starts over")
+    func capacity() {
+        let cache = ExpiringCache<Int>(ttl: .seconds(10), capacity: 2)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        cache.store(1, for: "old", now: start)
+        cache.store(2, for: "live", now: start + .seconds(9))
+        cache.store(3, for: "new", now: start + .seconds(11))
+        #expect(cache.value(for: "old", now: start + .seconds(11)) == nil)
+        #expect(cache.value(for: "live", now: start + .seconds(11)) == 2)
+        #expect(cache.value(for: "new", now: start + .seconds(11)) == 3)
+        cache.store(4, for: "newest", now: start + .seconds(12))
+        #expect(cache.value(for: "newest", now: start + .seconds(12)) == 4)
+        #expect(cache.value(for: "live", now: start + .seconds(12)) == nil)
+    }
+}
+
+@Suite("ForwardedEvent")
+struct ForwardedEventTests {
+    @Test("the forwarded body names the event, its sender and node; binary arguments become base64")
+    func body() {
+        var bytes = ByteBuffer()
+        bytes.writeBytes([0, 1, 2, 255])
+        let event = ForwardedEvent(
+            event: "events:chat",
+            args: [["chat_id": "c1", "file": .binary(bytes)], "text"],
+            sid: "sid1",
+            userID: nil,
+            namespace: "/",
+            node: "node01",
+            wantsAck: true
+        )
+        #expect(
+            JSONWriter.serialize(event.json)
+                == #"{"event":"events:chat","args":[{"chat_id":"c1","file":{"base64":"AAEC/w=="}},"text"],"sid":"sid1","user_id":null,"namespace":"/","node":"node01"}"#
+        )
+    }
+
+    @Test("without a target the client is told the event was not handled")
+    func noTarget() throws {
+        let loop = EmbeddedEventLoop()
+        let event = ForwardedEvent(event: "x", args: [], sid: "s", userID: "u", namespace: "/", node: "n", wantsAck: true)
+        let answer = EventForwarder.none.forward(event, on: loop, logger: Logger(label: "test"))
+        #expect(try answer.wait() == [["error": "event not handled"]])
+    }
+}
