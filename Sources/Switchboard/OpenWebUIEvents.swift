@@ -109,7 +109,7 @@ struct OpenWebUIEvents: Sendable {
                         return register(socket, user)
                     }
                     .flatMapError { error in
-                        logger.debug("anonymous socket", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                        report(error, "anonymous socket", socket)
                         return socket.eventLoop.makeSucceededVoidFuture()
                     }
             }
@@ -127,7 +127,7 @@ struct OpenWebUIEvents: Sendable {
                         [["id": .string(user.id), "name": .string(user.name)]]
                     }
                 }.recover { error in
-                    logger.debug("user-join refused", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                    report(error, "user-join refused", socket)
                     return []
                 }
             }
@@ -138,7 +138,7 @@ struct OpenWebUIEvents: Sendable {
                 users.authenticate(token: token, on: socket.eventLoop).hop(to: socket.eventLoop).flatMap { _ in
                     joinChannels(socket, token: token)
                 }.map { [] }.recover { error in
-                    logger.debug("join-channels refused", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                    report(error, "join-channels refused", socket)
                     return []
                 }
             }
@@ -201,6 +201,16 @@ struct OpenWebUIEvents: Sendable {
     }
 
     // MARK: Steps
+
+    /// A refused token is the client's business (debug); a backend or Redis failure is the operator's.
+    private func report(_ error: Error, _ message: Logger.Message, _ socket: Socket) {
+        let metadata: Logger.Metadata = ["reason": "\(error)", "sid": "\(socket.id)"]
+        if (error as? AuthenticationFailure)?.isInfrastructure == true {
+            logger.warning(message, metadata: metadata)
+        } else {
+            logger.debug(message, metadata: metadata)
+        }
+    }
 
     /// Queues a step whose result is the client's ack (sent if it asked for one).
     private func queue(

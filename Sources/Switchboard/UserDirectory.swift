@@ -16,6 +16,8 @@ struct AuthenticatedUser: Sendable, Equatable {
 /// Why a token was not accepted; `reason` is logged and shown to strict-mode clients.
 struct AuthenticationFailure: Error, Equatable, CustomStringConvertible {
     var reason: String
+    /// The backend or Redis failed, not the client's token: worth an operator's attention.
+    var isInfrastructure = false
     var description: String { reason }
 }
 
@@ -159,7 +161,7 @@ final class UserDirectory: Sendable {
         }.flatMapErrorThrowing { error in
             if error is AuthenticationFailure { throw error }
             // Fail closed: a token that cannot be checked is not accepted.
-            throw AuthenticationFailure(reason: "revocation check failed: \(error)")
+            throw AuthenticationFailure(reason: "revocation check failed: \(error)", isInfrastructure: true)
         }.hop(to: eventLoop)
     }
 
@@ -179,7 +181,8 @@ final class UserDirectory: Sendable {
             return AuthenticatedUser(id: id, name: answer["name"]?.stringValue ?? id, object: Self.normalized(answer, id: id))
         }.flatMapErrorThrowing { error in
             if error is AuthenticationFailure { throw error }
-            throw AuthenticationFailure(reason: "\(error)")
+            let refused = (error as? BackendFailure)?.status.map { $0 == 401 || $0 == 403 } ?? false
+            throw AuthenticationFailure(reason: "\(error)", isInfrastructure: !refused)
         }
     }
 
