@@ -199,6 +199,7 @@ let package = Package(
             name: "SwitchboardTests",
             dependencies: [
                 "Switchboard",
+                "EngineIOTestSupport",
                 "SocketIO",
                 "EngineIO",
                 "Presence",

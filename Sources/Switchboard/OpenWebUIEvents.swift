@@ -18,11 +18,12 @@ final class OrderedWorkQueue: @unchecked Sendable {
         self.capacity = capacity
     }
 
-    /// Queues `work`; false (and `work` never runs) when `capacity` steps are already waiting.
+    /// Queues `work`; false (and `work` never runs) when `capacity` steps are already waiting,
+    /// unless `evenIfFull` (clean-up that must happen whatever came before).
     @discardableResult
-    func enqueue(_ work: @escaping @Sendable () -> EventLoopFuture<Void>) -> Bool {
+    func enqueue(evenIfFull: Bool = false, _ work: @escaping @Sendable () -> EventLoopFuture<Void>) -> Bool {
         eventLoop.assertInEventLoop()
-        guard waiting < capacity else { return false }
+        guard waiting < capacity || evenIfFull else { return false }
         waiting += 1
         let loop = eventLoop
         let previous = tail ?? loop.makeSucceededVoidFuture()
@@ -186,7 +187,9 @@ struct OpenWebUIEvents: Sendable {
         }
         handlers.disconnected = { socket, _ in
             let session = ContractSession.of(socket)
-            session.enqueue(socket) {
+            // After everything the socket sent (a late pool write must not outlive the clean-up),
+            // and even when its queue is full.
+            session.queue.enqueue(evenIfFull: true) {
                 guard session.user != nil else { return socket.eventLoop.makeSucceededVoidFuture() }
                 session.user = nil
                 return presence.removeSession(sid: socket.id).flatMap { removal in

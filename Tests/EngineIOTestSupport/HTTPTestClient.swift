@@ -266,3 +266,67 @@ package func sid(fromOpenPacket text: String) -> String? {
 
 /// The Engine.IO record separator.
 package let RS = "\u{1E}"
+
+/// One Engine.IO polling session seen from the client: POSTs on one connection, GETs on another.
+package final class PollingClient {
+    package let sid: String
+    package let loop: EmbeddedEventLoop
+    private let poster: TestConnection
+    private let poller: TestConnection
+    private var pollPending = false
+
+    package init(router: EngineRouter, loop: EmbeddedEventLoop) throws {
+        self.loop = loop
+        self.poster = try TestConnection(loop: loop, router: router)
+        self.poller = try TestConnection(loop: loop, router: router)
+        try poster.get(Target.handshake)
+        let open = try poster.expectResponse()
+        self.sid = try requireSIDHelper(open.bodyString)
+    }
+
+    /// POSTs Engine.IO message packets (`4` is prepended to each text), joined into one payload.
+    package func send(_ packets: String...) throws {
+        try sendRaw(packets.map { "4" + $0 }.joined(separator: RS))
+    }
+
+    /// POSTs a raw Engine.IO payload and expects `ok`.
+    package func sendRaw(_ payload: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try poster.post(Target.polling(sid), body: payload)
+        let response = try poster.expectResponse(sourceLocation: sourceLocation)
+        #expect(response.bodyString == "ok", sourceLocation: sourceLocation)
+    }
+
+    /// The next raw polling payload (Engine.IO packets joined by `\x1e`: `42["m",1]` is a Socket.IO
+    /// EVENT in an Engine.IO message, `1` an Engine.IO close, `b…` binary); nil if the server has nothing
+    /// to send yet (the GET then stays parked until the next call).
+    package func receive(sourceLocation: SourceLocation = #_sourceLocation) throws -> String? {
+        if !pollPending {
+            try poller.get(Target.polling(sid))
+            pollPending = true
+        }
+        guard let response = try poller.readResponse() else { return nil }
+        pollPending = false
+        #expect(response.status == 200, "poll answered \(response)", sourceLocation: sourceLocation)
+        return response.bodyString
+    }
+
+    package func close() {
+        poster.close()
+        poller.close()
+    }
+}
+
+package func requireSIDHelper(_ text: String) throws -> String {
+    guard let value = sid(fromOpenPacket: text) else {
+        throw HarnessError(description: "no sid in \(text.debugDescription)")
+    }
+    return value
+}
+
+package struct HarnessError: Error, CustomStringConvertible {
+    package var description: String
+
+    package init(description: String) {
+        self.description = description
+    }
+}

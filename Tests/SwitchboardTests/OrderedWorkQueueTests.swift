@@ -64,6 +64,21 @@ struct OrderedWorkQueueTests {
         #expect(queue.enqueue { loop.makeSucceededVoidFuture() })
     }
 
+    @Test("clean-up is queued even when the queue is full, and runs after what came before")
+    func cleanUpWhenFull() {
+        let loop = EmbeddedEventLoop()
+        let queue = OrderedWorkQueue(eventLoop: loop, capacity: 1)
+        let blocker = loop.makePromise(of: Void.self)
+        let ran = NIOLoopBoundBox<[String]>([], eventLoop: loop)
+        #expect(queue.enqueue { ran.value.append("first"); return blocker.futureResult })
+        #expect(queue.enqueue(evenIfFull: true) { ran.value.append("clean-up"); return loop.makeSucceededVoidFuture() })
+        loop.run()
+        #expect(ran.value == ["first"])
+        blocker.succeed()
+        loop.run()
+        #expect(ran.value == ["first", "clean-up"])
+    }
+
     @Test("a step completing on another event loop still hands over in order on the queue's loop")
     func stepsCompletingElsewhere() throws {
         let loop = EmbeddedEventLoop()

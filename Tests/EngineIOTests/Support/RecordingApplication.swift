@@ -100,14 +100,3 @@ final class EngineHarness {
         finish()
     }
 }
-
-func requireSIDHelper(_ text: String) throws -> String {
-    guard let value = sid(fromOpenPacket: text) else {
-        throw HarnessError(description: "no sid in \(text.debugDescription)")
-    }
-    return value
-}
-
-struct HarnessError: Error, CustomStringConvertible {
-    var description: String
-}

@@ -139,7 +139,7 @@ final class SocketIOHarness {
 
     /// Opens an Engine.IO session on `loop` (index into `loops`).
     func client(loop index: Int = 0) throws -> PollingClient {
-        let client = try PollingClient(harness: self, loop: loops[index])
+        let client = try PollingClient(router: router, loop: loops[index])
         clients.append(client)
         return client
     }
@@ -181,64 +181,4 @@ final class SocketIOHarness {
     deinit {
         finish()
     }
-}
-
-/// One Engine.IO polling session seen from the client: POSTs on one connection, GETs on another.
-final class PollingClient {
-    let sid: String
-    let loop: EmbeddedEventLoop
-    private let poster: TestConnection
-    private let poller: TestConnection
-    private var pollPending = false
-
-    init(harness: SocketIOHarness, loop: EmbeddedEventLoop) throws {
-        self.loop = loop
-        self.poster = try TestConnection(loop: loop, router: harness.router)
-        self.poller = try TestConnection(loop: loop, router: harness.router)
-        try poster.get(Target.handshake)
-        let open = try poster.expectResponse()
-        self.sid = try requireSIDHelper(open.bodyString)
-    }
-
-    /// POSTs Engine.IO message packets (`4` is prepended to each text), joined into one payload.
-    func send(_ packets: String...) throws {
-        try sendRaw(packets.map { "4" + $0 }.joined(separator: RS))
-    }
-
-    /// POSTs a raw Engine.IO payload and expects `ok`.
-    func sendRaw(_ payload: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        try poster.post(Target.polling(sid), body: payload)
-        let response = try poster.expectResponse(sourceLocation: sourceLocation)
-        #expect(response.bodyString == "ok", sourceLocation: sourceLocation)
-    }
-
-    /// The next raw polling payload (Engine.IO packets joined by `\x1e`: `42["m",1]` is a Socket.IO
-    /// EVENT in an Engine.IO message, `1` an Engine.IO close, `b…` binary); nil if the server has nothing
-    /// to send yet (the GET then stays parked until the next call).
-    func receive(sourceLocation: SourceLocation = #_sourceLocation) throws -> String? {
-        if !pollPending {
-            try poller.get(Target.polling(sid))
-            pollPending = true
-        }
-        guard let response = try poller.readResponse() else { return nil }
-        pollPending = false
-        #expect(response.status == 200, "poll answered \(response)", sourceLocation: sourceLocation)
-        return response.bodyString
-    }
-
-    func close() {
-        poster.close()
-        poller.close()
-    }
-}
-
-func requireSIDHelper(_ text: String) throws -> String {
-    guard let value = sid(fromOpenPacket: text) else {
-        throw HarnessError(description: "no sid in \(text.debugDescription)")
-    }
-    return value
-}
-
-struct HarnessError: Error, CustomStringConvertible {
-    var description: String
 }

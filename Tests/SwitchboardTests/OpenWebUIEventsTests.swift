@@ -1,0 +1,298 @@
+import Auth
+import EngineIO
+import EngineIOTestSupport
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Presence
+import SocketIO
+import Testing
+
+@testable import Switchboard
+
+/// The in-memory pools, except that heartbeats can be held back (a slow Redis) to observe ordering.
+final class StallablePresenceStore: PresenceStore {
+    let inner: InMemoryPresenceStore
+    let eventLoop: EventLoop
+    private let held = NIOLockedValueBox<[EventLoopPromise<Void>]?>(nil)
+
+    init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+        self.inner = InMemoryPresenceStore(eventLoop: eventLoop)
+    }
+
+    /// From now on heartbeats wait until `release()`.
+    func stall() { held.withLockedValue { $0 = [] } }
+
+    func release() {
+        let promises = held.withLockedValue { held -> [EventLoopPromise<Void>] in
+            defer { held = nil }
+            return held ?? []
+        }
+        for promise in promises { promise.succeed() }
+    }
+
+    func touchSession(sid: String, now: Int) -> EventLoopFuture<Bool> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let stalled = held.withLockedValue { held -> Bool in
+            guard held != nil else { return false }
+            held!.append(promise)
+            return true
+        }
+        if !stalled { promise.succeed() }
+        return promise.futureResult.flatMap { self.inner.touchSession(sid: sid, now: now) }
+    }
+
+    func addSession(sid: String, userID: String, userJSON: String, now: Int) -> EventLoopFuture<Void> {
+        inner.addSession(sid: sid, userID: userID, userJSON: userJSON, now: now)
+    }
+    func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
+        inner.recordUsage(sid: sid, model: model, now: now)
+    }
+    func removeSession(sid: String) -> EventLoopFuture<SessionRemoval> { inner.removeSession(sid: sid) }
+    func removeSessions(withPrefix prefix: String) -> EventLoopFuture<Int> { inner.removeSessions(withPrefix: prefix) }
+    func session(sid: String) -> EventLoopFuture<String?> { inner.session(sid: sid) }
+    func sessions(ofUser userID: String) -> EventLoopFuture<[String]> { inner.sessions(ofUser: userID) }
+    func usersOnline() -> EventLoopFuture<[String]> { inner.usersOnline() }
+    func modelsInUse() -> EventLoopFuture<[String]> { inner.modelsInUse() }
+    func sweepUsage(now: Int, maxAge: Int) -> EventLoopFuture<UsageSweep> { inner.sweepUsage(now: now, maxAge: maxAge) }
+    func sweepSessions(now: Int, maxAge: Int) -> EventLoopFuture<[String]> {
+        inner.sweepSessions(now: now, maxAge: maxAge)
+    }
+}
+
+/// The contract's handlers on a real Socket.IO server, reached over Engine.IO polling on an
+/// `EmbeddedEventLoop`, with users from token claims and the in-memory pools.
+final class ContractFixture {
+    let loop = EmbeddedEventLoop()
+    let presence: StallablePresenceStore
+    let io: SocketIOServer
+    let router: EngineRouter
+    let clock = NIOLockedValueBox(1_700_000_050)
+    private var clients: [PollingClient] = []
+    /// Packets that came in the same poll as a CONNECT answer, by client.
+    private var leftover: [ObjectIdentifier: [String]] = [:]
+
+    init(broadcastPresence: Bool = true, strict: Bool = false) throws {
+        let loop = self.loop
+        presence = StallablePresenceStore(eventLoop: loop)
+        let clock = self.clock
+        let now: @Sendable () -> Int = { clock.withLockedValue { $0 } }
+        let verifier = try JWTVerifier(
+            configuration: .init(keys: [JWTKey.hmac(secret: Array(UserDirectoryTests.secret.utf8), algorithms: [.hs256])])
+        )
+        let users = UserDirectory(
+            verifier: verifier,
+            revocation: RevocationKeys(),
+            redis: nil,
+            backend: nil,
+            userPath: "/",
+            channelsPath: "/",
+            cacheTTL: .seconds(60),
+            logger: silentLogger,
+            now: now
+        )
+        let events = OpenWebUIEvents(
+            users: users,
+            presence: presence,
+            forwarder: .none,
+            strict: strict,
+            broadcastPresence: broadcastPresence,
+            nodeID: "local",
+            logger: silentLogger,
+            now: now
+        )
+        io = SocketIOServer(configuration: SocketIOConfiguration(), logger: silentLogger) { name in
+            InMemoryAdapter(namespace: name, eventLoops: [loop])
+        }
+        io.addNamespace("/", handlers: events.handlers())
+        let engine = EngineServer(
+            configuration: EngineConfiguration(pingInterval: .seconds(300), pingTimeout: .seconds(300)),
+            application: io,
+            logger: silentLogger
+        )
+        router = EngineRouter(endpoints: [engine])
+    }
+
+    deinit {
+        for client in clients { client.close() }
+        try? loop.syncShutdownGracefully()
+    }
+
+    /// Opens a session and sends CONNECT with `token`; returns the client and the CONNECT answer.
+    func connect(token: String?) throws -> (client: PollingClient, answer: String) {
+        let client = try PollingClient(router: router, loop: loop)
+        clients.append(client)
+        try client.send(token.map { #"0{"token":"\#($0)"}"# } ?? "0")
+        loop.run()
+        let payload = try #require(try client.receive())
+        let records = payload.split(separator: RS).map(String.init)
+        leftover[ObjectIdentifier(client)] = records.dropFirst().map { String($0.dropFirst()) }
+        return (client, records[0])
+    }
+
+    /// The sid of a CONNECT acknowledgement `40{"sid":"…"}`.
+    func sid(_ answer: String) throws -> String {
+        let value = try JSONParser.parse(String(answer.dropFirst(2)))
+        return try #require(value["sid"]?.stringValue)
+    }
+
+    /// Every Socket.IO packet waiting for `client` (the `4` of each Engine.IO message dropped).
+    func packets(_ client: PollingClient) throws -> [String] {
+        loop.run()
+        let earlier = leftover.removeValue(forKey: ObjectIdentifier(client)) ?? []
+        guard let payload = try client.receive() else { return earlier }
+        return earlier + payload.split(separator: RS).map { $0.hasPrefix("4") ? String($0.dropFirst()) : String($0) }
+    }
+
+    func value<T: Sendable>(_ future: EventLoopFuture<T>) throws -> T {
+        loop.run()
+        return try future.wait()
+    }
+
+    func join(_ sid: String, _ room: String) {
+        io.namespace("/")!.adapter.addSockets(matching: BroadcastOptions(rooms: [sid]), to: [room])
+        loop.run()
+    }
+}
+
+@Suite("OpenWebUIEvents: the contract over a real Socket.IO server")
+struct OpenWebUIEventsTests {
+    static let ada = UserDirectoryTests.adaToken
+    static let seven = UserDirectoryTests.subjectToken
+
+    @Test("an authenticated connect records the session, joins user:{id} and broadcasts the user list")
+    func authenticatedConnect() throws {
+        let fixture = try ContractFixture()
+        let (client, answer) = try fixture.connect(token: Self.ada)
+        let sid = try fixture.sid(answer)
+        #expect(try fixture.packets(client) == [#"2["user-list",{"user_ids":["42"]}]"#])
+        let stored = try #require(try fixture.value(fixture.presence.session(sid: sid)))
+        #expect(stored == #"{"id":"42","name":"Ada","email":"ada@example.com","role":"user","last_seen_at":1700000050}"#)
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "42")) == [sid])
+        #expect(try fixture.value(fixture.io.namespace("/")!.adapter.socketIDs(matching: .init(rooms: ["user:42"]))) == [sid])
+    }
+
+    @Test("always-connect: a socket without a valid token is connected but anonymous, and its events do nothing")
+    func anonymous() throws {
+        let fixture = try ContractFixture()
+        for token in [nil, "not-a-jwt", String(Self.ada.dropLast(3))] as [String?] {
+            let (client, answer) = try fixture.connect(token: token)
+            #expect(answer.hasPrefix(#"40{"sid":"#))
+            try client.send(#"21["user-join",{"auth":{"token":"bad"}}]"#, #"22["usage",{"model":"m"}]"#, #"23["heartbeat",{}]"#)
+            #expect(try fixture.packets(client) == ["31[]", "32[]", "33[]"])
+        }
+        #expect(try fixture.value(fixture.presence.usersOnline()) == [])
+        #expect(try fixture.value(fixture.presence.modelsInUse()) == [])
+    }
+
+    @Test("strict mode refuses the CONNECT with 44 and the reason")
+    func strictRefusal() throws {
+        let fixture = try ContractFixture(strict: true)
+        let refused = try fixture.connect(token: "not-a-jwt").answer
+        #expect(refused == #"44{"message":"unauthorized","data":{"reason":"invalid token: malformed"}}"#)
+        let accepted = try fixture.connect(token: Self.ada)
+        #expect(accepted.answer.hasPrefix(#"40{"sid":"#))
+        #expect(try fixture.value(fixture.presence.usersOnline()) == ["42"])
+    }
+
+    @Test("user-join acks {id, name}; a socket that connected anonymously becomes the user")
+    func userJoin() throws {
+        let fixture = try ContractFixture()
+        let (client, answer) = try fixture.connect(token: nil)
+        let sid = try fixture.sid(answer)
+        try client.send(#"25["user-join",{"auth":{"token":"\#(Self.ada)"}}]"#)
+        #expect(try fixture.packets(client) == [#"2["user-list",{"user_ids":["42"]}]"#, #"35[{"id":"42","name":"Ada"}]"#])
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "42")) == [sid])
+    }
+
+    @Test("typing reaches the channel's members with the sender's user; a non-member's typing reaches no one")
+    func typing() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (a, answerA) = try fixture.connect(token: Self.ada)
+        let (b, answerB) = try fixture.connect(token: Self.seven)
+        let (c, _) = try fixture.connect(token: Self.seven)
+        fixture.join(try fixture.sid(answerA), "channel:c1")
+        fixture.join(try fixture.sid(answerB), "channel:c1")
+        for name in ["events:channel", "channel-events"] {
+            try a.send(#"2["\#(name)",{"channel_id":"c1","message_id":null,"data":{"type":"typing","data":{"typing":true}}}]"#)
+            let relayed =
+                #"2["\#(name)",{"channel_id":"c1","message_id":null,"data":{"type":"typing","data":{"typing":true}},"user":{"id":"42","name":"Ada"}}]"#
+            #expect(try fixture.packets(a) == [relayed])
+            #expect(try fixture.packets(b) == [relayed])
+            #expect(try fixture.packets(c) == [])
+            // c is not in the channel: its typing goes nowhere.
+            try c.send(#"29["\#(name)",{"channel_id":"c1","data":{"type":"typing"}}]"#)
+            #expect(try fixture.packets(c) == ["39[]"])
+            #expect(try fixture.packets(a) == [])
+            #expect(try fixture.packets(b) == [])
+        }
+    }
+
+    @Test("usage records the model and broadcasts the models; heartbeat moves last_seen_at")
+    func usageAndHeartbeat() throws {
+        let fixture = try ContractFixture()
+        let (client, answer) = try fixture.connect(token: Self.ada)
+        let sid = try fixture.sid(answer)
+        _ = try fixture.packets(client)
+        try client.send(#"2["usage",{"model":"llama3","chat_id":"c"}]"#)
+        #expect(try fixture.packets(client) == [#"2["usage",{"models":["llama3"]}]"#])
+        fixture.clock.withLockedValue { $0 += 30 }
+        try client.send(#"27["heartbeat",{}]"#)
+        #expect(try fixture.packets(client) == ["37[]"])
+        #expect(try fixture.value(fixture.presence.session(sid: sid))?.hasSuffix(#""last_seen_at":1700000080}"#) == true)
+    }
+
+    @Test("a disconnect empties the pools and tells the others; the user's other session stays")
+    func disconnectCleanup() throws {
+        let fixture = try ContractFixture()
+        let (first, firstAnswer) = try fixture.connect(token: Self.ada)
+        let (second, secondAnswer) = try fixture.connect(token: Self.ada)
+        let (other, _) = try fixture.connect(token: Self.seven)
+        try first.send(#"2["usage",{"model":"m"}]"#)
+        for client in [first, second, other] { _ = try fixture.packets(client) }
+        try first.send("1")
+        #expect(try fixture.packets(other) == [#"2["user-list",{"user_ids":["42","7"]}]"#])
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "42")) == [try fixture.sid(secondAnswer)])
+        #expect(try fixture.value(fixture.presence.session(sid: try fixture.sid(firstAnswer))) == nil)
+        #expect(try fixture.value(fixture.presence.modelsInUse()) == [])
+        try second.send("1")
+        #expect(try fixture.packets(other) == [#"2["user-list",{"user_ids":["7"]}]"#])
+    }
+
+    @Test("a socket's events are handled in arrival order even when one waits on the pools")
+    func ordering() throws {
+        let fixture = try ContractFixture()
+        let (client, _) = try fixture.connect(token: Self.ada)
+        _ = try fixture.packets(client)
+        fixture.presence.stall()
+        try client.send(#"21["heartbeat",{}]"#, #"22["events:chat",{"n":1}]"#, #"23["user-list"]"#)
+        #expect(try fixture.packets(client) == [])
+        fixture.presence.release()
+        #expect(
+            try fixture.packets(client) == [
+                "31[]", #"32[{"error":"event not handled"}]"#, #"2["user-list",{"user_ids":["42"]}]"#, "33[]",
+            ]
+        )
+    }
+
+    @Test("a socket with too many events waiting is disconnected with reason event_backlog")
+    func backlog() throws {
+        let fixture = try ContractFixture()
+        let (client, _) = try fixture.connect(token: Self.ada)
+        let (bystander, _) = try fixture.connect(token: Self.seven)
+        _ = try fixture.packets(client)
+        _ = try fixture.packets(bystander)
+        fixture.presence.stall()
+        let flood = Array(repeating: #"2["heartbeat",{}]"#, count: ContractSession.maxWaitingEvents + 1)
+        try client.sendRaw(flood.map { "4" + $0 }.joined(separator: RS))
+        fixture.loop.run()
+        #expect(try fixture.packets(client).last == "1")
+        fixture.presence.release()
+        // The bystander is untouched, and the flooder's session left the pools.
+        let seen = try fixture.packets(bystander)
+        #expect(seen == [#"2["user-list",{"user_ids":["7"]}]"#], "\(seen)")
+        #expect(try fixture.value(fixture.presence.usersOnline()) == ["7"])
+    }
+}
