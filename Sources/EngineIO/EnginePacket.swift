@@ -107,8 +107,9 @@ public enum EnginePacketCodec {
     }
 }
 
-/// Standard base64 (RFC 4648 §4, with padding), as Engine.IO uses for binary over polling.
-enum Base64 {
+/// Standard base64 (RFC 4648 §4, with padding), as Engine.IO uses for binary over polling (and the
+/// python-socketio bridge for its attachments).
+package enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
     private static let reverse: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
@@ -137,7 +138,7 @@ enum Base64 {
         }
     }
 
-    static func decode(_ chars: some Collection<UInt8>) -> [UInt8]? {
+    package static func decode(_ chars: some Collection<UInt8>) -> [UInt8]? {
         guard chars.count % 4 == 0 else { return nil }
         var output: [UInt8] = []
         output.reserveCapacity(chars.count / 4 * 3)
