@@ -174,9 +174,12 @@ let package = Package(
                 "Cluster",
                 "SocketIO",
                 "EngineIO",
+                "Redis",
+                "RedisTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

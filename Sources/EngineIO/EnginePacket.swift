@@ -107,7 +107,8 @@ public enum EnginePacketCodec {
     }
 }
 
-/// Standard base64 (RFC 4648 §4, with padding), as Engine.IO uses for binary over polling.
+/// Standard base64 (RFC 4648 §4, with padding), as Engine.IO uses for binary over polling (also the
+/// python-socketio bridge's attachments and binary arguments forwarded to a backend).
 public enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
     private static let reverse: [UInt8] = {

@@ -1,0 +1,212 @@
+import Logging
+import NIOCore
+import Redis
+import SocketIO
+
+/// Settings of the python-socketio bridge. Every field documents its default.
+public struct PythonBridgeConfiguration: Sendable {
+    /// Base channel (python-socketio's `channel`). Default "socketio"; the node also PSUBSCRIBEs "<channel>#*".
+    public var channel: String
+    /// This node's host_id in the protocol (e.g. "switchboard-<nodeID>"); messages with this host_id are ignored.
+    public var hostID: String
+    /// How long a client may take to ack an emit that carries a callback. Default 60 s.
+    public var ackTimeout: TimeAmount
+
+    public init(channel: String = "socketio", hostID: String, ackTimeout: TimeAmount = .seconds(60)) {
+        self.channel = channel
+        self.hostID = hostID
+        self.ackTimeout = ackTimeout
+    }
+
+    /// Open WebUI (0.11.5 on) publishes single-room emits on `<channel>#<namespace>#<room>`.
+    var pattern: String { channel + "#*" }
+}
+
+/// Lets python-socketio servers and write-only managers (`AsyncRedisManager`) drive this node's sockets over
+/// Redis pub/sub, as they drive python-socketio servers: emits (with calls answered), disconnects and rooms.
+///
+/// Every node receives every message and acts on its own sockets only. Messages arrive on the subscriber's
+/// event loop; decoding happens there and delivery is handed to the namespace's adapter, which hops per loop.
+public final class PythonSocketIOBridge: Sendable {
+    public let configuration: PythonBridgeConfiguration
+    private let subscriber: RedisSubscriber
+
+    /// - Parameters:
+    ///   - publisher: the node's shared command connection; the answers to calls are published with it.
+    ///   - localAdapter: the node-local adapter of a namespace, or nil if the namespace does not exist.
+    ///   - onStateChange: called on `eventLoop` after each change of the subscriber's state; it turns
+    ///     `connected` once the subscriptions are in place (for readiness).
+    public init(
+        configuration: PythonBridgeConfiguration,
+        redis: RedisConfiguration,
+        publisher: RedisClient,
+        eventLoop: EventLoop,
+        logger: Logger,
+        localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
+        onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil
+    ) throws {
+        var logger = logger
+        logger[metadataKey: "python_bridge.channel"] = "\(configuration.channel)"
+        self.configuration = configuration
+        let channel = configuration.channel
+        let publishLogger = logger
+        let handler = PythonBridgeHandler(
+            hostID: configuration.hostID,
+            ackTimeout: configuration.ackTimeout,
+            logger: logger,
+            localAdapter: localAdapter,
+            publish: { payload in
+                publisher.send("PUBLISH", channel, payload).whenComplete { result in
+                    do {
+                        _ = try result.get().throwingServerError()
+                    } catch {
+                        // The caller's own timeout covers the lost answer.
+                        publishLogger.warning("could not publish a call's answer", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        )
+        self.subscriber = try RedisSubscriber(
+            configuration: redis,
+            eventLoop: eventLoop,
+            logger: logger,
+            onStateChange: onStateChange,
+            onMessage: { message in handler.handle(payload: message.payload) }
+        )
+    }
+
+    /// The subscriber connection's state; `connected` once the subscriptions are in place.
+    public var state: RedisConnectionState { subscriber.state }
+
+    /// Connects and subscribes. Succeeds at once when Redis is not reachable yet: the subscriptions are made on
+    /// connect and again after every reconnect. Fails only if Redis refuses them (e.g. `NOPERM`).
+    public func start() -> EventLoopFuture<Void> {
+        subscriber.start()
+        let channels = subscriber.subscribe(.channel, [configuration.channel])
+        let patterns = subscriber.subscribe(.pattern, [configuration.pattern])
+        let eventLoop = subscriber.eventLoop
+        return channels.and(patterns).map { _ in }.flatMapError { error in
+            if let error = error as? RedisError, !error.code.isServerError {
+                return eventLoop.makeSucceededVoidFuture()
+            }
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    public func stop() async {
+        await subscriber.shutdown()
+    }
+}
+
+/// Carries out bridge messages on this node's own sockets; publishes the answers to calls with `publish`.
+package struct PythonBridgeHandler: Sendable {
+    let hostID: String
+    let ackTimeout: TimeAmount
+    let logger: Logger
+    let localAdapter: @Sendable (String) -> InMemoryAdapter?
+    let publish: @Sendable (ByteBuffer) -> Void
+
+    package init(
+        hostID: String,
+        ackTimeout: TimeAmount,
+        logger: Logger,
+        localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
+        publish: @escaping @Sendable (ByteBuffer) -> Void
+    ) {
+        self.hostID = hostID
+        self.ackTimeout = ackTimeout
+        self.logger = logger
+        self.localAdapter = localAdapter
+        self.publish = publish
+    }
+
+    /// Decodes and carries out one payload; anything undecodable is logged with its reason and ignored.
+    package func handle(payload: ByteBuffer) {
+        let message: PythonBridgeMessage
+        do throws(PythonBridgeDecodingError) {
+            message = try PythonBridgeMessage.decode(payload)
+        } catch let error where error.isUnknownMethod {
+            logger.debug("ignoring python-socketio message of an unknown method")
+            return
+        } catch {
+            logger.warning("ignoring malformed python-socketio message", metadata: ["reason": "\(error)"])
+            return
+        }
+        handle(message)
+    }
+
+    package func handle(_ message: PythonBridgeMessage) {
+        if case .callback = message.action {
+            logger.debug("ignoring python-socketio callback: this node never makes python-style calls")
+            return
+        }
+        guard message.hostID != hostID else { return }
+        switch message.action {
+        case .emit(let emit):
+            self.emit(emit, originHostID: message.hostID)
+        case .disconnect(let sid, let namespace):
+            forLocalSocket(sid, namespace: namespace) { $0.disconnect() }
+        case .enterRoom(let sid, let namespace, let room):
+            forLocalSocket(sid, namespace: namespace) { $0.join(room) }
+        case .leaveRoom(let sid, let namespace, let room):
+            forLocalSocket(sid, namespace: namespace) { $0.leave(room) }
+        case .closeRoom(let room, let namespace):
+            adapter(namespace)?.removeSockets(matching: BroadcastOptions(rooms: [room]), from: [room])
+        case .callback:
+            break
+        }
+    }
+
+    private func adapter(_ namespace: String) -> InMemoryAdapter? {
+        guard let adapter = localAdapter(namespace) else {
+            logger.debug(
+                "ignoring python-socketio message for an unknown namespace",
+                metadata: ["namespace": "\(namespace)"]
+            )
+            return nil
+        }
+        return adapter
+    }
+
+    /// Runs `body` on the socket's loop if the socket with this sid is here.
+    private func forLocalSocket(_ sid: String, namespace: String, _ body: @escaping @Sendable (Socket) -> Void) {
+        // A sid is a room with one member; the id check skips members of a room that happens to share its name.
+        adapter(namespace)?.forEachSocket(matching: BroadcastOptions(rooms: [sid])) { socket in
+            if socket.id == sid { body(socket) }
+        }
+    }
+
+    private func emit(_ emit: PythonBridgeEmit, originHostID: String?) {
+        guard let local = adapter(emit.namespace) else { return }
+        // python-socketio reaches nobody with an empty room list, where empty `rooms` here means everyone.
+        if let rooms = emit.rooms, rooms.isEmpty { return }
+        let options = BroadcastOptions(rooms: emit.rooms ?? [], except: emit.skipSIDs)
+        guard let callback = emit.callback else {
+            let packet = SocketIOPacketCodec.event(emit.event, emit.args, namespace: emit.namespace)
+            local.broadcast(packet, options: options)
+            return
+        }
+        // One packet and ack id for every recipient (from the broadcast range, so no socket's own ids collide); each
+        // answer goes back to the origin on its own, as python-socketio's do. A timeout or disconnect sends nothing:
+        // the origin's own timeout covers it.
+        let ackID = BroadcastAckIDs.next()
+        let packet = SocketIOPacketCodec.event(emit.event, emit.args, namespace: emit.namespace, ackID: ackID)
+        local.forEachSocket(matching: options) { [self] socket in
+            guard socket.isConnected else { return }
+            socket.expectAck(id: ackID, timeout: ackTimeout) { result in
+                guard case .success(let answer) = result else { return }
+                answerCall(callback, originHostID: originHostID, with: answer)
+            }
+            socket.deliver(packet)
+        }
+    }
+
+    private func answerCall(_ callback: PythonBridgeEmit.Callback, originHostID: String?, with answer: [JSONValue]) {
+        // python-socketio cannot publish binary answers either (its JSON encoder rejects bytes).
+        guard !answer.contains(where: \.containsBinary) else {
+            logger.warning("dropping a call's answer with binary arguments: the python protocol cannot carry them")
+            return
+        }
+        publish(PythonBridgeMessage.callbackReply(originHostID: originHostID, callback: callback, args: answer))
+    }
+}
