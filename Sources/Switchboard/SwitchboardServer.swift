@@ -128,6 +128,9 @@ public enum Switchboard {
             if let backend = node.backend {
                 services.append(.init(service: BackendClientService(client: backend)))
             }
+            if let bridge = node.bridge {
+                services.append(.init(service: PythonBridgeService(bridge: bridge, logger: logger)))
+            }
             var apiServer: SwitchboardServer?
             if let api = node.apiListener {
                 apiServer = SwitchboardServer(
@@ -161,6 +164,8 @@ public enum Switchboard {
         public var fallback: HTTPResponder
         /// The backend API when it has its own listener.
         public var apiListener: (port: Int, responder: HTTPResponder)?
+        /// The python-socketio Redis protocol bridge (serve, with Redis).
+        public var bridge: PythonSocketIOBridge?
         var backend: BackendClient?
     }
 
@@ -181,6 +186,7 @@ public enum Switchboard {
         let presenceConfiguration = PresenceConfiguration(keyPrefix: configuration.auth.keyPrefix)
         var cluster: ClusterNode?
         var redisCommands: RedisClient?
+        var redisConfiguration: RedisConfiguration?
         let presence: PresencePools
         if let url = configuration.cluster.redisURL {
             let redis: RedisConfiguration
@@ -211,6 +217,7 @@ public enum Switchboard {
             )
             cluster = node
             redisCommands = transport.commands
+            redisConfiguration = redis
             let store = RedisPresenceStore(redis: transport.commands, configuration: presenceConfiguration)
             presence = PresencePools(
                 store: store,
@@ -292,12 +299,28 @@ public enum Switchboard {
             socketIO.addNamespace("/", handlers: handlers)
             let api = BackendAPI(key: configuration.api.key, socketIO: socketIO, presence: presence.store, logger: logger)
             let endpoint = EngineServer(configuration: settings.engine, application: socketIO, logger: logger)
+            var bridge: PythonSocketIOBridge?
+            if configuration.bridge.enabled, let cluster, let redisCommands, let redisConfiguration {
+                bridge = try PythonSocketIOBridge(
+                    configuration: PythonBridgeConfiguration(
+                        channel: configuration.bridge.channel,
+                        hostID: "switchboard-\(cluster.id)",
+                        ackTimeout: socketIOConfiguration.ackTimeout
+                    ),
+                    redis: redisConfiguration,
+                    publisher: redisCommands,
+                    eventLoop: loops[0],
+                    logger: logger,
+                    localAdapter: { [socketIO] name in (socketIO.namespace(name)?.adapter as? ClusterAdapter)?.local }
+                )
+            }
             return Node(
                 endpoints: [endpoint],
                 cluster: cluster,
                 presence: presence,
                 fallback: configuration.api.port == nil ? RoutingResponder(operations: operations, api: api) : operations,
                 apiListener: configuration.api.port.map { (port: $0, responder: api) },
+                bridge: bridge,
                 backend: backend
             )
         case .conformance:
@@ -398,6 +421,19 @@ struct RoutingResponder: HTTPResponder {
     func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
         if request.path.hasPrefix(BackendAPI.pathPrefix) { return api.respond(to: request, on: eventLoop) }
         return operations.respond(to: request, on: eventLoop)
+    }
+}
+
+/// Subscribes the python-socketio bridge at start and closes its connection at shutdown.
+struct PythonBridgeService: Service {
+    let bridge: PythonSocketIOBridge
+    let logger: Logger
+
+    func run() async throws {
+        try await bridge.start().get()
+        logger.info("python-socketio bridge started", metadata: ["channel": "\(bridge.configuration.channel)"])
+        try? await gracefulShutdown()
+        await bridge.stop()
     }
 }
 
