@@ -49,7 +49,8 @@ struct BackendAPI: HTTPResponder {
             throw Failure(.unauthorized, "missing API key (Authorization: Bearer <key>)")
         }
         guard let key else { throw Failure(.forbidden, "the API is disabled: no API key is configured") }
-        let presented = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : header
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let presented = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
         guard Self.constantTimeEqual(presented, key) else { throw Failure(.forbidden, "wrong API key") }
     }
 
@@ -77,9 +78,9 @@ struct BackendAPI: HTTPResponder {
         case 2 where parts[0] == "rooms" && (parts[1] == "join" || parts[1] == "leave"):
             try expect(.POST)
             return try membership(Self.body(request), join: parts[1] == "join", on: eventLoop)
-        case 2 where parts[0] == "rooms":
+        case 2 where parts[0] == "rooms" && !parts[1].isEmpty:
             try expect(.GET)
-            guard let room = Self.percentDecoded(parts[1]), !room.isEmpty else {
+            guard let room = Self.percentDecoded(parts[1]) else {
                 throw Failure(.badRequest, "the room in the path is not valid percent-encoding")
             }
             let namespace = try self.namespace(named: request.query["namespace"] ?? "/")
@@ -90,9 +91,9 @@ struct BackendAPI: HTTPResponder {
             try expect(.GET)
             return presence.usersOnline().map { Self.ok(["user_ids": .array($0.map(JSONValue.string))]) }
                 .flatMapErrorThrowing { error in throw Failure(.serviceUnavailable, "pools unavailable: \(error)") }
-        case 3 where parts[0] == "users" && parts[2] == "sessions":
+        case 3 where parts[0] == "users" && !parts[1].isEmpty && parts[2] == "sessions":
             try expect(.GET)
-            guard let user = Self.percentDecoded(parts[1]), !user.isEmpty else {
+            guard let user = Self.percentDecoded(parts[1]) else {
                 throw Failure(.badRequest, "the user id in the path is not valid percent-encoding")
             }
             return presence.sessions(ofUser: user).map { sids in

@@ -170,7 +170,9 @@ struct OpenWebUIEvents: Sendable {
         handlers.on("user-list") { socket, _, ack in
             queue(socket, ack) { session in
                 guard session.user != nil else { return socket.eventLoop.makeSucceededFuture([]) }
-                return broadcastUserList(socket.namespace, on: socket.eventLoop).map { [] }
+                // With the broadcasts off, only the one who asked hears the answer.
+                let audience: Set<String> = broadcastPresence ? [] : [socket.id]
+                return broadcastUserList(socket.namespace, to: audience, on: socket.eventLoop).map { [] }
             }
         }
         for name in Self.channelEventNames {
@@ -293,9 +295,12 @@ struct OpenWebUIEvents: Sendable {
         return forwarder.forward(forwarded, on: socket.eventLoop, logger: logger)
     }
 
-    private func broadcastUserList(_ namespace: Namespace, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+    /// `user-list {user_ids}` to `rooms` (everyone when empty).
+    private func broadcastUserList(_ namespace: Namespace, to rooms: Set<String> = [], on eventLoop: EventLoop)
+        -> EventLoopFuture<Void>
+    {
         presence.usersOnline().hop(to: eventLoop).map { ids in
-            namespace.emit("user-list", [["user_ids": .array(ids.map(JSONValue.string))]])
+            namespace.emit("user-list", [["user_ids": .array(ids.map(JSONValue.string))]], to: rooms)
         }.flatMapErrorThrowing { error in
             logger.warning("user-list not broadcast", metadata: ["reason": "\(error)"])
         }

@@ -65,6 +65,7 @@ struct BackendAPITests {
             ("Bearer wrong-key-0123456789abcdef", .forbidden),
             ("Bearer \(key)x", .forbidden),
             ("Bearer \(key)", .ok),
+            ("bearer \(key)", .ok),
         ] as [(String?, HTTPResponseStatus)]
     )
     func keys(authorization: String?, status: HTTPResponseStatus) throws {
@@ -105,6 +106,8 @@ struct BackendAPITests {
             (.GET, "/api/v1/nothing", nil, .notFound),
             (.GET, "/api/v1/rooms/a/b", nil, .notFound),
             (.GET, "/api/v1/rooms/bad%zz", nil, .badRequest),
+            (.GET, "/api/v1/rooms/", nil, .notFound),
+            (.GET, "/api/v1/users//sessions", nil, .notFound),
         ] as [(HTTPMethod, String, String?, HTTPResponseStatus)]
     )
     func badRequests(method: HTTPMethod, uri: String, body: String?, status: HTTPResponseStatus) throws {
