@@ -1004,7 +1004,7 @@ def _token(user_id: str) -> str:
 
 
 def test_serve_publish_fanout_across_three_nodes(cluster, peers):
-    A, B, C = cluster.start(3, mode="serve", env={"WEBUI_SECRET_KEY": SECRET})
+    A, B, C = cluster.start(3, mode="serve", env={"WEBUI_SECRET_KEY": SECRET, "SWITCHBOARD_RELAY_EVENTS": "true"})
 
     def serve_peer(node, name):
         return peers(node, name, auth={"token": _token(name)})
