@@ -54,8 +54,37 @@ public struct ClusterMessageError: Error, Equatable, CustomStringConvertible {
 extension ClusterMessage {
     static let version: UInt8 = 1
 
-    private enum Kind: UInt8 {
+    enum Kind: UInt8, CaseIterable {
         case broadcast = 1, socketsJoin, socketsLeave, disconnectSockets, ackResult, query, reply, registry, nodeGone
+
+        /// The `kind` label of the cluster's message counters.
+        var name: String {
+            switch self {
+            case .broadcast: return "broadcast"
+            case .socketsJoin: return "sockets_join"
+            case .socketsLeave: return "sockets_leave"
+            case .disconnectSockets: return "disconnect_sockets"
+            case .ackResult: return "ack_result"
+            case .query: return "query"
+            case .reply: return "reply"
+            case .registry: return "registry"
+            case .nodeGone: return "node_gone"
+            }
+        }
+    }
+
+    var kind: Kind {
+        switch self {
+        case .broadcast: return .broadcast
+        case .socketsJoin: return .socketsJoin
+        case .socketsLeave: return .socketsLeave
+        case .disconnectSockets: return .disconnectSockets
+        case .ackResult: return .ackResult
+        case .query: return .query
+        case .reply: return .reply
+        case .registry: return .registry
+        case .nodeGone: return .nodeGone
+        }
     }
 
     /// Writes the message with the id of the node that sends it.

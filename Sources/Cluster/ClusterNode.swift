@@ -81,6 +81,7 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     private let routeTables: [ObjectIdentifier: RouteTable]
     private let allLoops: [EventLoop]
     let logger: Logger
+    let metrics: ClusterMetrics
 
     private var adapters: [String: ClusterAdapter] = [:]
     /// The authoritative copy of the registry view.
@@ -108,9 +109,11 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         transport: ClusterTransport,
         controlLoop: EventLoop,
         eventLoops: [EventLoop],
-        logger: Logger
+        logger: Logger,
+        metrics: ClusterMetrics = ClusterMetrics()
     ) {
         self.configuration = configuration
+        self.metrics = metrics
         self.transport = transport
         self.controlLoop = controlLoop
         var loops = eventLoops
@@ -124,12 +127,17 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         self.logger = logger
     }
 
-    /// The adapter of a namespace; pass it to `SocketIOServer`'s adapter factory.
-    public func makeAdapter(namespace: String, eventLoops: [EventLoop]) -> ClusterAdapter {
+    /// The adapter of a namespace; pass it to `SocketIOServer`'s adapter factory. `metrics` are the
+    /// local rooms' and broadcasts' instruments, by default made from the bootstrapped factory.
+    public func makeAdapter(
+        namespace: String,
+        eventLoops: [EventLoop],
+        metrics: SocketIOMetrics = SocketIOMetrics()
+    ) -> ClusterAdapter {
         let adapter = ClusterAdapter(
             node: self,
             namespace: namespace,
-            local: InMemoryAdapter(namespace: namespace, eventLoops: eventLoops, observer: self)
+            local: InMemoryAdapter(namespace: namespace, eventLoops: eventLoops, observer: self, metrics: metrics)
         )
         controlLoop.execute { self.adapters[namespace] = adapter }
         return adapter
@@ -437,6 +445,7 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
             publish(message, to: configuration.broadcastChannel).whenFailure { _ in }
         case .nodes(let nodes):
             let payload = message.encoded(origin: id)
+            metrics.published(message.kind, count: nodes.count)
             for node in nodes {
                 transport.publish(payload, to: configuration.nodeChannel(node)).whenFailure { _ in }
             }
@@ -445,7 +454,8 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
 
     @discardableResult
     private func publish(_ message: ClusterMessage, to channel: String) -> EventLoopFuture<Void> {
-        transport.publish(message.encoded(origin: id), to: channel)
+        metrics.published(message.kind)
+        return transport.publish(message.encoded(origin: id), to: channel)
     }
 
     // MARK: Requests that wait for other nodes
@@ -531,10 +541,12 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         do {
             (origin, message) = try ClusterMessage.decode(payload)
         } catch {
+            metrics.undecodable.increment()
             logger.warning("dropping undecodable cluster message", metadata: ["channel": "\(channel)", "error": "\(error)"])
             return
         }
         guard origin != id else { return }
+        metrics.received(message.kind)
         switch message {
         case .registry, .nodeGone:
             if resyncBuffer != nil {

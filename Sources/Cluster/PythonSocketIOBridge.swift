@@ -36,6 +36,8 @@ public final class PythonSocketIOBridge: Sendable {
     ///   - localAdapter: the node-local adapter of a namespace, or nil if the namespace does not exist.
     ///   - onStateChange: called on `eventLoop` after each change of the subscriber's state; it turns
     ///     `connected` once the subscriptions are in place (for readiness).
+    ///   - metrics, redisMetrics: the bridge's and its subscriber connection's instruments, by default made
+    ///     from the bootstrapped factory.
     public init(
         configuration: PythonBridgeConfiguration,
         redis: RedisConfiguration,
@@ -43,7 +45,9 @@ public final class PythonSocketIOBridge: Sendable {
         eventLoop: EventLoop,
         logger: Logger,
         localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
-        onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil
+        onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil,
+        metrics: ClusterMetrics = ClusterMetrics(),
+        redisMetrics: RedisMetrics = RedisMetrics()
     ) throws {
         var logger = logger
         logger[metadataKey: "python_bridge.channel"] = "\(configuration.channel)"
@@ -54,6 +58,7 @@ public final class PythonSocketIOBridge: Sendable {
             hostID: configuration.hostID,
             ackTimeout: configuration.ackTimeout,
             logger: logger,
+            metrics: metrics,
             localAdapter: localAdapter,
             publish: { payload in
                 publisher.send("PUBLISH", channel, payload).whenComplete { result in
@@ -70,6 +75,7 @@ public final class PythonSocketIOBridge: Sendable {
             configuration: redis,
             eventLoop: eventLoop,
             logger: logger,
+            metrics: redisMetrics,
             onStateChange: onStateChange,
             onMessage: { message in handler.handle(payload: message.payload) }
         )
@@ -103,6 +109,7 @@ package struct PythonBridgeHandler: Sendable {
     let hostID: String
     let ackTimeout: TimeAmount
     let logger: Logger
+    let metrics: ClusterMetrics
     let localAdapter: @Sendable (String) -> InMemoryAdapter?
     let publish: @Sendable (ByteBuffer) -> Void
 
@@ -110,12 +117,14 @@ package struct PythonBridgeHandler: Sendable {
         hostID: String,
         ackTimeout: TimeAmount,
         logger: Logger,
+        metrics: ClusterMetrics = ClusterMetrics(),
         localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
         publish: @escaping @Sendable (ByteBuffer) -> Void
     ) {
         self.hostID = hostID
         self.ackTimeout = ackTimeout
         self.logger = logger
+        self.metrics = metrics
         self.localAdapter = localAdapter
         self.publish = publish
     }
@@ -126,9 +135,11 @@ package struct PythonBridgeHandler: Sendable {
         do throws(PythonBridgeDecodingError) {
             message = try PythonBridgeMessage.decode(payload)
         } catch let error where error.isUnknownMethod {
+            metrics.bridgeUnknownMethod.increment()
             logger.debug("ignoring python-socketio message of an unknown method")
             return
         } catch {
+            metrics.bridgeMalformed.increment()
             logger.warning("ignoring malformed python-socketio message", metadata: ["reason": "\(error)"])
             return
         }
@@ -136,6 +147,7 @@ package struct PythonBridgeHandler: Sendable {
     }
 
     package func handle(_ message: PythonBridgeMessage) {
+        if message.hostID != hostID { metrics.bridgeMessage(message.action) }
         if case .callback = message.action {
             logger.debug("ignoring python-socketio callback: this node never makes python-style calls")
             return

@@ -19,6 +19,7 @@ public final class RedisClusterTransport: ClusterTransport {
     let configuration: RedisConfiguration
     let eventLoop: EventLoop
     let logger: Logger
+    let metrics: RedisMetrics
     private let states = NIOLockedValueBox<(commands: RedisConnectionState, subscriber: RedisConnectionState)>(
         (.connecting, .connecting)
     )
@@ -26,8 +27,16 @@ public final class RedisClusterTransport: ClusterTransport {
     /// Combines both connections' states into one report; installed by `start`.
     private let reporter = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
-    public init(configuration: RedisConfiguration, prefix: String, eventLoop: EventLoop, logger: Logger) throws {
+    /// - Parameter metrics: both connections' instruments, by default made from the bootstrapped factory.
+    public init(
+        configuration: RedisConfiguration,
+        prefix: String,
+        eventLoop: EventLoop,
+        logger: Logger,
+        metrics: RedisMetrics = RedisMetrics()
+    ) throws {
         self.configuration = configuration
+        self.metrics = metrics
         self.prefix = prefix
         self.eventLoop = eventLoop
         self.logger = logger
@@ -37,6 +46,7 @@ public final class RedisClusterTransport: ClusterTransport {
             configuration: configuration,
             eventLoop: eventLoop,
             logger: logger,
+            metrics: metrics,
             onStateChange: { state in
                 states.withLockedValue { $0.commands = state }
                 reporter.withLockedValue { $0 }?()
@@ -68,6 +78,7 @@ public final class RedisClusterTransport: ClusterTransport {
                 configuration: configuration,
                 eventLoop: eventLoop,
                 logger: logger,
+                metrics: metrics,
                 onStateChange: { [states] state in
                     states.withLockedValue { $0.subscriber = state }
                     report()

@@ -285,7 +285,7 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         EnginePacketCodec.encodePayload(CollectionOfOne(session.openPacket()), into: &body)
         endpoint.application.sessionOpened(session)
         session.start()
-        respondPolling(body: body, cors: cors, context: context)
+        respondPolling(body: body, metrics: endpoint.metrics, cors: cors, context: context)
     }
 
     private func poll(_ session: EngineSession, cors: HTTPHeaders, context: ChannelHandlerContext) {
@@ -295,7 +295,7 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.parkedPoll = nil
             switch result {
             case .success(let body):
-                self.respondPolling(body: body, cors: cors, context: context)
+                self.respondPolling(body: body, metrics: session.metrics, cors: cors, context: context)
             case .failure(let error):
                 self.fail(error as? EngineHTTPError ?? .badRequest, cors: cors, context: context)
             }
@@ -389,7 +389,13 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         return headers
     }
 
-    private func respondPolling(body: ByteBuffer, cors: HTTPHeaders, context: ChannelHandlerContext) {
+    private func respondPolling(
+        body: ByteBuffer,
+        metrics: EngineMetrics,
+        cors: HTTPHeaders,
+        context: ChannelHandlerContext
+    ) {
+        metrics.polling.sentBytes.increment(by: body.readableBytes)
         var headers = cors
         headers.add(name: "Content-Type", value: "text/plain; charset=UTF-8")
         headers.add(name: "Cache-Control", value: "no-store")

@@ -13,14 +13,22 @@ public final class EngineServer: Sendable {
     public let configuration: EngineConfiguration
     let application: EngineApplication
     let logger: Logger
+    let metrics: EngineMetrics
     /// Sessions by id. Touched when a session opens or closes and by polling requests and
     /// upgrades — never per WebSocket message.
     private let sessions = NIOLockedValueBox<[String: EngineSession]>([:])
 
-    public init(configuration: EngineConfiguration, application: EngineApplication, logger: Logger) {
+    /// - Parameter metrics: the sessions' instruments; by default made from the bootstrapped factory.
+    public init(
+        configuration: EngineConfiguration,
+        application: EngineApplication,
+        logger: Logger,
+        metrics: EngineMetrics = EngineMetrics()
+    ) {
         self.configuration = configuration
         self.application = application
         self.logger = logger
+        self.metrics = metrics
     }
 
     public var sessionCount: Int { sessions.withLockedValue { $0.count } }
@@ -43,6 +51,7 @@ public final class EngineServer: Sendable {
             transport: transport,
             handshake: handshake,
             logger: logger,
+            metrics: metrics,
             onClose: { [weak self] session in
                 self?.sessions.withLockedValue { _ = $0.removeValue(forKey: session.id) }
             }

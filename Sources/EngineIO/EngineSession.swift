@@ -34,6 +34,7 @@ public final class EngineSession: @unchecked Sendable {
     /// Owned while the session is open and released on close, which breaks the session ↔ delegate cycle.
     public private(set) var delegate: EngineSessionDelegate?
     package var logger: Logger
+    let metrics: EngineMetrics
 
     enum Transport {
         case polling
@@ -69,6 +70,7 @@ public final class EngineSession: @unchecked Sendable {
         transport: Transport,
         handshake: EngineHandshakeInfo,
         logger: Logger,
+        metrics: EngineMetrics,
         onClose: @escaping @Sendable (EngineSession) -> Void
     ) {
         self.id = id
@@ -85,11 +87,19 @@ public final class EngineSession: @unchecked Sendable {
         self.logger = logger
         self.logger[metadataKey: "engine.sid"] = "\(id)"
         self.onClose = onClose
+        self.metrics = metrics
         self.heartbeat = HeartbeatStateMachine(
             interval: configuration.pingInterval,
             timeout: configuration.pingTimeout,
             now: eventLoop.now
         )
+        transportMetrics.connections.increment()
+    }
+
+    /// The instruments of the current transport.
+    private var transportMetrics: EngineMetrics.Transport {
+        if case .websocket = transport { return metrics.websocket }
+        return metrics.polling
     }
 
     public func setDelegate(_ delegate: EngineSessionDelegate) {
@@ -119,7 +129,7 @@ public final class EngineSession: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard !isClosed else { return }
         if case .websocket(let channel) = transport, case .done = upgrade {
-            Self.write(packet, to: channel)
+            write(packet, to: channel)
             return
         }
         enqueueForPoll(packet)
@@ -139,7 +149,8 @@ public final class EngineSession: @unchecked Sendable {
         }
     }
 
-    static func write(_ packet: EngineOutboundPacket, to channel: Channel) {
+    private func write(_ packet: EngineOutboundPacket, to channel: Channel) {
+        metrics.websocket.sentBytes.increment(by: packet.byteCount)
         let frame: WebSocketFrame
         switch packet {
         case .text(let buffer): frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
@@ -242,6 +253,7 @@ public final class EngineSession: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard !isClosed, case .polling = transport else { throw .badRequest }
         if case .done = upgrade { throw .badRequest }
+        metrics.polling.receivedBytes.increment(by: body.readableBytes)
         let packets: [EnginePacket]
         do {
             packets = try EnginePacketCodec.decodePayload(body)
@@ -313,7 +325,7 @@ public final class EngineSession: @unchecked Sendable {
         }
         switch packet {
         case .text(.ping, let data) where data.readableBytesView.elementsEqual("probe".utf8):
-            Self.write(.make(.pong, "probe"), to: channel)
+            write(.make(.pong, "probe"), to: channel)
             // Release the pending poll so the client can pause polling and send `5`.
             if let poll = pendingPoll {
                 pendingPoll = nil
@@ -323,6 +335,8 @@ public final class EngineSession: @unchecked Sendable {
             timeout?.cancel()
             upgrade = .done
             transport = .websocket(channel)
+            metrics.polling.connections.decrement()
+            metrics.websocket.connections.increment()
             if let poll = pendingPoll {
                 pendingPoll = nil
                 poll.succeed(Self.noopPayload)
@@ -330,7 +344,7 @@ public final class EngineSession: @unchecked Sendable {
             let queued = pollQueue
             pollQueue.removeAll()
             pollQueueBytes = 0
-            for packet in queued { Self.write(packet, to: channel) }
+            for packet in queued { write(packet, to: channel) }
             logger.debug("upgraded to websocket")
         default:
             logger.debug("unexpected packet during upgrade")
@@ -408,6 +422,8 @@ public final class EngineSession: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard !isClosed else { return }
         closeReason = reason
+        transportMetrics.connections.decrement()
+        metrics.disconnected(reason)
         heartbeat.stop()
         heartbeatTimer?.cancel()
         heartbeatTimer = nil

@@ -32,6 +32,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler {
             guard frame.length <= session.configuration.maxPayload else {
                 return fail(context: context, reason: .payloadTooLarge, code: .messageTooLarge, detail: "frame too large")
             }
+            session.metrics.websocket.receivedBytes.increment(by: frame.length)
             let payload = frame.unmaskedData
             guard frame.opcode == .text else {
                 return deliver(.binary(payload), channel: context.channel)

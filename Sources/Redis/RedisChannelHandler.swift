@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 
@@ -23,6 +24,10 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private let commandTimeout: TimeAmount?
     private let onMessage: MessageHandler?
     private let logger: Logger
+    /// Records each command's round trip, if set.
+    private let commandDuration: Timer?
+    /// The clock reading shared by the replies of one read; cleared at each read.
+    private var readNow: NIODeadline?
 
     private var context: ChannelHandlerContext?
     /// Commands encoded during this tick and not written yet.
@@ -41,9 +46,11 @@ final class RedisChannelHandler: ChannelInboundHandler {
         eventLoop: EventLoop,
         commandTimeout: TimeAmount?,
         maximumPendingCommands: Int = .max,
+        commandDuration: Timer? = nil,
         onMessage: MessageHandler?,
         logger: Logger
     ) {
+        self.commandDuration = commandDuration
         self.eventLoop = eventLoop
         self.stateMachine = RedisConnectionStateMachine(
             isSubscriber: onMessage != nil,
@@ -103,11 +110,14 @@ final class RedisChannelHandler: ChannelInboundHandler {
         timeout: TimeAmount?
     ) -> NIODeadline? {
         let timeout = timeout ?? self.commandTimeout
-        let deadline = timeout.map { self.tickNow() + $0 } ?? .distantFuture
+        // One clock read per tick, and none when neither a timeout nor a timer needs it.
+        let now = timeout != nil || self.commandDuration != nil ? self.tickNow() : nil
+        let deadline = timeout.flatMap { timeout in now.map { $0 + timeout } } ?? .distantFuture
         let command = RedisConnectionStateMachine.PendingCommand(
             completion: completion,
             remainingReplies: replies,
-            deadline: deadline
+            deadline: deadline,
+            sentAt: self.commandDuration == nil ? nil : now
         )
         switch self.stateMachine.send(command) {
         case .write:
@@ -219,6 +229,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
     @usableFromInline
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = Self.unwrapInboundIn(data)
+        self.readNow = nil
         do {
             try self.decoder.decode(buffer) { reply in
                 self.handle(reply, context: context)
@@ -230,7 +241,16 @@ final class RedisChannelHandler: ChannelInboundHandler {
     }
 
     private func handle(_ reply: RESPValue, context: ChannelHandlerContext) {
-        switch self.stateMachine.receivedReply(reply) {
+        let pendingBefore = self.stateMachine.pendingCount
+        let sentAt = self.stateMachine.oldestSentAt
+        let action = self.stateMachine.receivedReply(reply)
+        if let sentAt, let timer = self.commandDuration, self.stateMachine.pendingCount < pendingBefore {
+            // The reply completed the oldest command.
+            let now = self.readNow ?? self.eventLoop.now
+            self.readNow = now
+            timer.recordNanoseconds((now - sentAt).nanoseconds)
+        }
+        switch action {
         case .none:
             break
         case .succeedValue(let promise, let value):

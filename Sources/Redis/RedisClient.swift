@@ -21,6 +21,10 @@ public actor RedisClient {
     /// Set for subscriber clients: every pub/sub message is handed to it on the event loop.
     nonisolated let onMessage: RedisChannelHandler.MessageHandler?
     private nonisolated let publishedState: NIOLockedValueBox<RedisConnectionState>
+    /// This client's instruments (its role's).
+    nonisolated let metrics: RedisMetrics.Role
+    /// Whether a connection was ever up: later ones count as reconnects.
+    private var everConnected = false
 
     private var machine: ReconnectStateMachine
     private var connection: RedisConnection?
@@ -38,17 +42,21 @@ public actor RedisClient {
     ///
     /// Builds the TLS context (reading CA / certificate files when configured): create clients while starting up,
     /// not on an event loop.
-    /// - Parameter onStateChange: called (on the event loop) after each change of ``state``.
+    /// - Parameters:
+    ///   - metrics: the client's instruments (role `command`), by default made from the bootstrapped factory.
+    ///   - onStateChange: called (on the event loop) after each change of ``state``.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         logger: Logger,
+        metrics: RedisMetrics = RedisMetrics(),
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil
     ) throws(RedisError) {
         try self.init(
             configuration: configuration,
             eventLoop: eventLoop,
             logger: logger,
+            metrics: metrics,
             onStateChange: onStateChange,
             onMessage: nil
         )
@@ -58,6 +66,7 @@ public actor RedisClient {
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         logger: Logger,
+        metrics: RedisMetrics,
         onStateChange: (@Sendable (RedisConnectionState) -> Void)?,
         onMessage: RedisChannelHandler.MessageHandler?
     ) throws(RedisError) {
@@ -71,6 +80,7 @@ public actor RedisClient {
         self.onStateChange = onStateChange
         self.onMessage = onMessage
         self.publishedState = NIOLockedValueBox(.connecting)
+        self.metrics = onMessage == nil ? metrics.command : metrics.subscriber
         self.machine = ReconnectStateMachine(policy: configuration.reconnect)
     }
 
@@ -137,7 +147,15 @@ public actor RedisClient {
 
     private func publish(_ state: RedisConnectionState?) {
         guard let state else { return }
-        self.publishedState.withLockedValue { $0 = state }
+        let previous = self.publishedState.withLockedValue { published in
+            defer { published = state }
+            return published
+        }
+        self.metrics.stateChanged(from: previous, to: state)
+        if state == .connected {
+            if self.everConnected { self.metrics.reconnects.increment() }
+            self.everConnected = true
+        }
         switch state {
         case .connected:
             self.logger.info("redis connected")
@@ -158,6 +176,7 @@ public actor RedisClient {
             sslContext: self.sslContext,
             eventLoop: self.eventLoop,
             logger: self.logger,
+            commandDuration: self.metrics.commandDuration,
             onMessage: self.onMessage
         )
         future.whenComplete { result in

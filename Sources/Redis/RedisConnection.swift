@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOPosix
@@ -47,6 +48,7 @@ public actor RedisConnection {
             sslContext: sslContext,
             eventLoop: eventLoop,
             logger: logger,
+            commandDuration: nil,
             onMessage: nil
         ).get()
     }
@@ -69,6 +71,7 @@ public actor RedisConnection {
         sslContext: NIOSSLContext?,
         eventLoop: any EventLoop,
         logger: Logger,
+        commandDuration: Timer?,
         onMessage: RedisChannelHandler.MessageHandler?
     ) -> EventLoopFuture<RedisConnection> {
         let endpoint = configuration.endpoint
@@ -95,6 +98,7 @@ public actor RedisConnection {
                             eventLoop: channel.eventLoop,
                             commandTimeout: configuration.commandTimeout,
                             maximumPendingCommands: configuration.maximumPendingCommands,
+                            commandDuration: commandDuration,
                             onMessage: onMessage,
                             logger: logger
                         )

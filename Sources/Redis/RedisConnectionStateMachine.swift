@@ -30,6 +30,8 @@ struct RedisConnectionStateMachine {
         var remainingReplies: Int
         /// When the command times out (`.distantFuture` for never).
         let deadline: NIODeadline
+        /// When it was queued, if its round trip is measured.
+        var sentAt: NIODeadline? = nil
         /// Set once the caller was told about the timeout; its replies are then read and dropped.
         var timedOut = false
     }
@@ -55,6 +57,9 @@ struct RedisConnectionStateMachine {
     }
 
     var pendingCount: Int { self.pending.count }
+
+    /// When the command the next reply belongs to was queued, if that was recorded.
+    var oldestSentAt: NIODeadline? { self.pending.first?.sentAt }
 
     var isActive: Bool {
         if case .active = self.state { return true }

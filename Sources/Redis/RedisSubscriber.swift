@@ -13,12 +13,14 @@ public struct RedisSubscriber: Sendable {
     let client: RedisClient
 
     /// - Parameters:
+    ///   - metrics: the connection's instruments (role `subscriber`), by default made from the bootstrapped factory.
     ///   - onMessage: called on `eventLoop` for every message.
     ///   - onStateChange: called on `eventLoop` after each change of ``state``.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         logger: Logger,
+        metrics: RedisMetrics = RedisMetrics(),
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil,
         onMessage: @escaping @Sendable (RedisPubSubMessage) -> Void
     ) throws(RedisError) {
@@ -26,6 +28,7 @@ public struct RedisSubscriber: Sendable {
             configuration: configuration,
             eventLoop: eventLoop,
             logger: logger,
+            metrics: metrics,
             onStateChange: onStateChange,
             onMessage: onMessage
         )

@@ -88,19 +88,38 @@ public final class InMemoryAdapter: SocketIOAdapter {
     /// A loop to answer queries on.
     private let queryLoop: EventLoop
     public let namespace: String
+    let metrics: SocketIOMetrics
 
-    public init(namespace: String = "/", eventLoops: [EventLoop], observer: RoomOccupancyObserver? = nil) {
+    /// - Parameter metrics: broadcast and room instruments; by default made from the bootstrapped factory.
+    public init(
+        namespace: String = "/",
+        eventLoops: [EventLoop],
+        observer: RoomOccupancyObserver? = nil,
+        metrics: SocketIOMetrics = SocketIOMetrics()
+    ) {
         precondition(!eventLoops.isEmpty, "an adapter needs at least one event loop")
         self.namespace = namespace
-        self.shards = eventLoops.map { RoomShard(eventLoop: $0, namespace: namespace, observer: observer) }
+        self.metrics = metrics
+        let rooms = RoomCounter(
+            gauge: metrics.rooms(namespace: namespace),
+            loop: eventLoops.count > 1 ? eventLoops[0] : nil
+        )
+        self.shards = eventLoops.map {
+            RoomShard(eventLoop: $0, namespace: namespace, observer: observer, rooms: rooms)
+        }
         var index: [ObjectIdentifier: Int] = [:]
         for (offset, loop) in eventLoops.enumerated() { index[ObjectIdentifier(loop)] = offset }
         self.shardIndex = index
         self.queryLoop = eventLoops[0]
     }
 
-    public convenience init(namespace: String = "/", group: EventLoopGroup, observer: RoomOccupancyObserver? = nil) {
-        self.init(namespace: namespace, eventLoops: Array(group.makeIterator()), observer: observer)
+    public convenience init(
+        namespace: String = "/",
+        group: EventLoopGroup,
+        observer: RoomOccupancyObserver? = nil,
+        metrics: SocketIOMetrics = SocketIOMetrics()
+    ) {
+        self.init(namespace: namespace, eventLoops: Array(group.makeIterator()), observer: observer, metrics: metrics)
     }
 
     private func shard(for socket: Socket) -> RoomShard {
@@ -127,7 +146,21 @@ public final class InMemoryAdapter: SocketIOAdapter {
     }
 
     public func broadcast(_ packet: EncodedPacket, options: BroadcastOptions) {
-        forEachSocket(matching: options) { $0.deliver(packet) }
+        let tally = FanOutTally(parts: shards.count, metrics: metrics)
+        let deliver: @Sendable (RoomShard) -> Void = { shard in
+            var count = 0
+            shard.forEach(matching: options) { socket in
+                if socket.write(packet) { count += 1 }
+            }
+            tally.partDone(recipients: count)
+        }
+        for shard in shards {
+            if shard.eventLoop.inEventLoop {
+                deliver(shard)
+            } else {
+                shard.eventLoop.execute { deliver(shard) }
+            }
+        }
     }
 
     public func broadcast(
@@ -138,6 +171,7 @@ public final class InMemoryAdapter: SocketIOAdapter {
         completion: @escaping @Sendable (BroadcastAckResult) -> Void
     ) {
         let collector = AckCollector(expectedParts: shards.count, timeout: timeout, on: queryLoop, completion: completion)
+        let tally = FanOutTally(parts: shards.count, metrics: metrics)
         for shard in shards {
             shard.eventLoop.execute {
                 var count = 0
@@ -147,8 +181,9 @@ public final class InMemoryAdapter: SocketIOAdapter {
                     socket.expectAck(id: ackID, timeout: timeout) { result in
                         if case .success(let args) = result { collector.answer(args) }
                     }
-                    socket.deliver(packet)
+                    socket.write(packet)
                 }
+                tally.partDone(recipients: count)
                 collector.partReported(recipients: count)
             }
         }
@@ -215,13 +250,15 @@ final class RoomShard: @unchecked Sendable {
     let eventLoop: EventLoop
     let namespace: String
     let observer: RoomOccupancyObserver?
+    let roomCounter: RoomCounter
     private var sockets: [String: Socket] = [:]
     private var rooms: [String: Set<Socket>] = [:]
 
-    init(eventLoop: EventLoop, namespace: String, observer: RoomOccupancyObserver?) {
+    init(eventLoop: EventLoop, namespace: String, observer: RoomOccupancyObserver?, rooms: RoomCounter) {
         self.eventLoop = eventLoop
         self.namespace = namespace
         self.observer = observer
+        self.roomCounter = rooms
     }
 
     var socketCount: Int { sockets.count }
@@ -243,6 +280,7 @@ final class RoomShard: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         let inserted = rooms[room, default: []].insert(socket).inserted
         if inserted, rooms[room]?.count == 1 {
+            roomCounter.roomChanged(room, occupied: true)
             observer?.roomOccupancyChanged(namespace: namespace, room: room, occupied: true, eventLoop: eventLoop)
         }
     }
@@ -252,6 +290,7 @@ final class RoomShard: @unchecked Sendable {
         guard var members = rooms[room], members.remove(socket) != nil else { return }
         if members.isEmpty {
             rooms[room] = nil
+            roomCounter.roomChanged(room, occupied: false)
             observer?.roomOccupancyChanged(namespace: namespace, room: room, occupied: false, eventLoop: eventLoop)
         } else {
             rooms[room] = members

@@ -90,8 +90,7 @@ public final class Socket: @unchecked Sendable, Hashable {
         nextAckID += 1
         let timer = eventLoop.scheduleTask(in: timeout ?? client.server.configuration.ackTimeout) {
             [weak self] () -> Void in
-            guard let self, let pending = self.pendingAcks.removeValue(forKey: id) else { return }
-            pending.callback(.failure(.timeout))
+            self?.ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)
         deliver(SocketIOPacketCodec.event(event, args, namespace: namespace.name, ackID: id))
@@ -105,26 +104,39 @@ public final class Socket: @unchecked Sendable, Hashable {
             return
         }
         let timer = eventLoop.scheduleTask(in: timeout) { [weak self] () -> Void in
-            guard let self, let pending = self.pendingAcks.removeValue(forKey: id) else { return }
-            pending.callback(.failure(.timeout))
+            self?.ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)
     }
 
-    /// Writes an already-encoded packet to this socket's client.
+    private func ackTimedOut(id: Int) {
+        guard let pending = pendingAcks.removeValue(forKey: id) else { return }
+        namespace.metrics.ackTimeouts.increment()
+        pending.callback(.failure(.timeout))
+    }
+
+    /// Writes an already-encoded event packet to this socket's client.
     public func deliver(_ packet: EncodedPacket) {
+        if write(packet) { namespace.metrics.eventsSent.increment() }
+    }
+
+    /// Writes a packet without counting it as an event sent: control packets, and broadcasts, which
+    /// count their recipients once per loop. Returns false if the socket is not connected.
+    @discardableResult
+    func write(_ packet: EncodedPacket) -> Bool {
         eventLoop.assertInEventLoop()
-        guard isConnected else { return }
+        guard isConnected else { return false }
         let session = client.session
         session.send(.text(packet.text))
         for attachment in packet.attachments {
             session.send(.binary(attachment))
         }
+        return true
     }
 
     func sendAck(id: Int, args: [JSONValue]) {
         eventLoop.assertInEventLoop()
-        deliver(SocketIOPacketCodec.encode(.ack, namespace: namespace.name, ackID: id, payload: .array(args)))
+        write(SocketIOPacketCodec.encode(.ack, namespace: namespace.name, ackID: id, payload: .array(args)))
     }
 
     func receiveAck(id: Int, args: [JSONValue]) {
@@ -164,7 +176,7 @@ public final class Socket: @unchecked Sendable, Hashable {
             "socket disconnected",
             metadata: ["reason": "\(DisconnectReason.serverDisconnect)", "sid": "\(id)", "namespace": "\(namespace.name)"]
         )
-        deliver(SocketIOPacketCodec.encode(.disconnect, namespace: namespace.name))
+        write(SocketIOPacketCodec.encode(.disconnect, namespace: namespace.name))
         client.removeSocket(self, reason: .serverDisconnect)
         if closeClient {
             client.session.close(reason: .serverDisconnect)
@@ -176,6 +188,7 @@ public final class Socket: @unchecked Sendable, Hashable {
         let wasConnected = isConnected
         state = .disconnected
         guard wasConnected else { return }
+        namespace.sockets.decrement()
         namespace.adapter.socketDisconnected(self)
         rooms.removeAll()
         let acks = pendingAcks

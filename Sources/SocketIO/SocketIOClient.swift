@@ -133,6 +133,7 @@ final class SocketIOClient: EngineSessionDelegate {
                 return protocolViolation("invalid event name")
             }
             args.removeFirst()
+            socket.namespace.metrics.eventsReceived.increment()
             let ack = packet.ackID.map { AckResponder(socket: socket, id: $0) }
             let handlers = socket.namespace.handlers
             if let handler = handlers.events[event] {
@@ -210,8 +211,9 @@ final class SocketIOClient: EngineSessionDelegate {
         socket.state = .connected
         connectTimer?.cancel()
         connectTimer = nil
+        socket.namespace.sockets.increment()
         socket.namespace.adapter.socketConnected(socket)
-        socket.deliver(
+        socket.write(
             SocketIOPacketCodec.encode(.connect, namespace: socket.namespace.name, payload: ["sid": .string(socket.id)])
         )
         socket.namespace.handlers.connected?(socket, auth)

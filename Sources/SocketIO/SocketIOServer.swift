@@ -1,3 +1,4 @@
+import CoreMetrics
 import EngineIO
 import Logging
 import NIOConcurrencyHelpers
@@ -91,11 +92,16 @@ public final class Namespace: Sendable {
     public let name: String
     public let handlers: NamespaceHandlers
     public let adapter: SocketIOAdapter
+    let metrics: SocketIOMetrics
+    /// Connected sockets of this namespace on this node.
+    let sockets: Meter
 
-    init(name: String, handlers: NamespaceHandlers, adapter: SocketIOAdapter) {
+    init(name: String, handlers: NamespaceHandlers, adapter: SocketIOAdapter, metrics: SocketIOMetrics) {
         self.name = name
         self.handlers = handlers
         self.adapter = adapter
+        self.metrics = metrics
+        self.sockets = metrics.sockets(namespace: name)
     }
 
     /// Emits to every socket in `rooms` (all sockets when empty), except those in `except`
@@ -138,24 +144,28 @@ public final class Namespace: Sendable {
 public final class SocketIOServer: EngineApplication {
     public let configuration: SocketIOConfiguration
     let logger: Logger
+    let metrics: SocketIOMetrics
     private let namespaces: NIOLockedValueBox<[String: Namespace]> = .init([:])
     private let adapterFactory: @Sendable (String) -> SocketIOAdapter
 
-    /// `adapterFactory` makes the adapter of each namespace (in-memory or cluster).
+    /// `adapterFactory` makes the adapter of each namespace (in-memory or cluster); `metrics` are
+    /// the sockets' and events' instruments, by default made from the bootstrapped factory.
     public init(
         configuration: SocketIOConfiguration,
         logger: Logger,
+        metrics: SocketIOMetrics = SocketIOMetrics(),
         adapterFactory: @escaping @Sendable (String) -> SocketIOAdapter
     ) {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         self.adapterFactory = adapterFactory
     }
 
     /// Registers a namespace. Do this before serving.
     @discardableResult
     public func addNamespace(_ name: String, handlers: NamespaceHandlers) -> Namespace {
-        let namespace = Namespace(name: name, handlers: handlers, adapter: adapterFactory(name))
+        let namespace = Namespace(name: name, handlers: handlers, adapter: adapterFactory(name), metrics: metrics)
         namespaces.withLockedValue { $0[name] = namespace }
         return namespace
     }

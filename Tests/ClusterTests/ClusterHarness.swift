@@ -1,4 +1,5 @@
 import Logging
+import MetricsTestKit
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
@@ -21,8 +22,10 @@ final class ClusterHarness {
         hub = InMemoryClusterHub(now: { loop.now })
     }
 
+    /// Adds a node whose instruments record into its own `TestNode.metrics`.
     @discardableResult
     func addNode(_ id: String, configure: (inout NamespaceHandlers) -> Void = { _ in }) -> TestNode {
+        let metrics = TestMetrics()
         let configuration = ClusterConfiguration(
             nodeID: id,
             heartbeatInterval: .seconds(2),
@@ -35,14 +38,17 @@ final class ClusterHarness {
             transport: transport,
             controlLoop: loop,
             eventLoops: [loop],
-            logger: logger
+            logger: logger,
+            metrics: ClusterMetrics(factory: metrics)
         )
         let loop = self.loop
+        let socketIOMetrics = SocketIOMetrics(factory: metrics)
         let socketIO = SocketIOServer(
             configuration: SocketIOConfiguration(sidPrefix: id),
-            logger: logger
+            logger: logger,
+            metrics: socketIOMetrics
         ) { namespace in
-            cluster.makeAdapter(namespace: namespace, eventLoops: [loop])
+            cluster.makeAdapter(namespace: namespace, eventLoops: [loop], metrics: socketIOMetrics)
         }
         var handlers = NamespaceHandlers()
         handlers.on("join") { socket, args, ack in
@@ -51,9 +57,15 @@ final class ClusterHarness {
         }
         configure(&handlers)
         let namespace = socketIO.addNamespace("/", handlers: handlers)
-        let engine = EngineServer(configuration: EngineConfiguration(), application: socketIO, logger: logger)
+        let engine = EngineServer(
+            configuration: EngineConfiguration(),
+            application: socketIO,
+            logger: logger,
+            metrics: EngineMetrics(factory: metrics)
+        )
         let node = TestNode(
             harness: self,
+            metrics: metrics,
             cluster: cluster,
             transport: transport,
             socketIO: socketIO,
@@ -98,6 +110,8 @@ final class ClusterHarness {
 
 final class TestNode {
     unowned let harness: ClusterHarness
+    /// What the node's instruments recorded.
+    let metrics: TestMetrics
     let cluster: ClusterNode
     let transport: ClusterTransport
     let socketIO: SocketIOServer
@@ -106,6 +120,7 @@ final class TestNode {
 
     init(
         harness: ClusterHarness,
+        metrics: TestMetrics,
         cluster: ClusterNode,
         transport: ClusterTransport,
         socketIO: SocketIOServer,
@@ -113,6 +128,7 @@ final class TestNode {
         engine: EngineServer
     ) {
         self.harness = harness
+        self.metrics = metrics
         self.cluster = cluster
         self.transport = transport
         self.socketIO = socketIO

@@ -68,9 +68,18 @@ final class EngineHarness {
     let router: EngineRouter
     private var connections: [TestConnection] = []
 
-    init(configuration: EngineConfiguration = EngineConfiguration(), echo: Bool = false) {
+    init(
+        configuration: EngineConfiguration = EngineConfiguration(),
+        echo: Bool = false,
+        metrics: EngineMetrics = EngineMetrics()
+    ) {
         self.application = RecordingApplication(echo: echo)
-        self.server = EngineServer(configuration: configuration, application: application, logger: silentLogger)
+        self.server = EngineServer(
+            configuration: configuration,
+            application: application,
+            logger: silentLogger,
+            metrics: metrics
+        )
         self.router = EngineRouter(server)
     }
 

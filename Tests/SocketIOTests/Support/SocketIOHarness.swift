@@ -119,12 +119,13 @@ final class SocketIOHarness {
             pingTimeout: .seconds(300)
         ),
         configuration: SocketIOConfiguration = SocketIOConfiguration(),
+        metrics: SocketIOMetrics = SocketIOMetrics(),
         rootHandlers: ((SocketIORecorder) -> NamespaceHandlers)? = nil
     ) {
         let loops = loopsOverride ?? (0..<loopCount).map { _ in EmbeddedEventLoop() }
         self.loops = loops
-        self.io = SocketIOServer(configuration: configuration, logger: silentLogger) { _ in
-            InMemoryAdapter(eventLoops: loops)
+        self.io = SocketIOServer(configuration: configuration, logger: silentLogger, metrics: metrics) { _ in
+            InMemoryAdapter(eventLoops: loops, metrics: metrics)
         }
         io.addNamespace("/", handlers: rootHandlers?(recorder) ?? recorder.handlers())
         self.engine = EngineServer(
