@@ -44,6 +44,18 @@ install_python_test_deps() {
     fi
 }
 
+# What the deployment files are checked with and scripts/cluster runs: HAProxy, Debian's
+# docker-compose (its `config` needs no Docker daemon), curl and ss; systemd-analyze comes with
+# systemd. Tests/Live/test_deploy.py also asks apt-cache about the Dockerfile's packages, so the
+# package lists must be there.
+install_deploy_tools() {
+    apt_install haproxy docker-compose curl iproute2 systemd
+    if ! compgen -G "/var/lib/apt/lists/*_Packages" >/dev/null; then
+        log "fetching the Debian package lists"
+        as_root apt-get update -qq
+    fi
+}
+
 install_browser_deps() {
     apt_install chromium chromium-driver
 }

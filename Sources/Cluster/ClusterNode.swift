@@ -97,6 +97,8 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     private var flushScheduled = false
     private var pendingAcks: [UInt64: AckCollector] = [:]
     private var pendingQueries: [UInt64: QueryCollector] = [:]
+    /// Readiness probes in flight: a message to this node's own channel, waiting to come back.
+    private var pendingProbes: [UInt64: EventLoopPromise<Void>] = [:]
     private var nextRequestID: UInt64 = 1
     private var heartbeatTask: RepeatedTask?
     private var stopped = false
@@ -146,6 +148,39 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     /// True while the registry can be trusted and the transport is up.
     public var isReady: EventLoopFuture<Bool> {
         controlLoop.submit { self.transportState == .connected && self.trusted }
+    }
+
+    /// Every node listed in the registry and whether its heartbeat is current.
+    public func nodes() -> EventLoopFuture<[String: Bool]> {
+        transport.nodes()
+    }
+
+    private struct ProbeTimedOut: Error {}
+
+    /// A round trip through the medium: a message published to this node's own channel comes back
+    /// within `deadline`. False when the transport is down, the registry untrusted, or the trip slow.
+    public func probe(within deadline: TimeAmount) -> EventLoopFuture<Bool> {
+        controlLoop.flatSubmit {
+            guard self.transportState == .connected, self.trusted, !self.stopped else {
+                return self.controlLoop.makeSucceededFuture(false)
+            }
+            let requestID = self.nextRequestID
+            self.nextRequestID += 1
+            let promise = self.controlLoop.makePromise(of: Void.self)
+            self.pendingProbes[requestID] = promise
+            let timer = self.controlLoop.scheduleTask(in: deadline) {
+                self.pendingProbes.removeValue(forKey: requestID)?.fail(ProbeTimedOut())
+            }
+            self.publish(.reply(requestID: requestID, values: []), to: self.configuration.nodeChannel(self.id))
+                .whenFailure { error in self.pendingProbes.removeValue(forKey: requestID)?.fail(error) }
+            return promise.futureResult.map { _ in
+                timer.cancel()
+                return true
+            }.recover { _ in
+                timer.cancel()
+                return false
+            }
+        }
     }
 
     // MARK: Lifecycle
@@ -545,7 +580,11 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
             logger.warning("dropping undecodable cluster message", metadata: ["channel": "\(channel)", "error": "\(error)"])
             return
         }
-        guard origin != id else { return }
+        guard origin != id else {
+            // Only a readiness probe comes back to its sender.
+            if case .reply(let requestID, _) = message { pendingProbes.removeValue(forKey: requestID)?.succeed() }
+            return
+        }
         metrics.received(message.kind)
         switch message {
         case .registry, .nodeGone:

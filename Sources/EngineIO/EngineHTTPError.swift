@@ -28,5 +28,12 @@ public struct EngineHTTPError: Error, Sendable, Equatable {
         status: .payloadTooLarge
     )
 
+    /// A new session while the node drains: the client should try another node.
+    public static let shuttingDown = EngineHTTPError(
+        code: 3,
+        message: "Server is shutting down",
+        status: .serviceUnavailable
+    )
+
     var body: String { #"{"code":\#(code),"message":"\#(message)"}"# }
 }

@@ -249,6 +249,7 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard let sid = query["sid"] else {
             guard head.method == .GET else { return fail(.badHandshakeMethod, cors: cors, context: context) }
+            guard endpoint.acceptsSessions else { return fail(.shuttingDown, cors: cors, context: context) }
             // A WebSocket handshake that reached this handler was not a valid upgrade request.
             guard transport == .polling else { return fail(.badRequest, cors: cors, context: context) }
             return openPollingSession(endpoint: endpoint, head: head, query: query, cors: cors, context: context)

@@ -51,7 +51,8 @@ public enum EnginePipeline {
             return channel.eventLoop.makeSucceededFuture(nil)
         }
         guard let sid = query["sid"] else {
-            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            // While draining, the HTTP handler answers 503 instead of upgrading.
+            return channel.eventLoop.makeSucceededFuture(endpoint.acceptsSessions ? HTTPHeaders() : nil)
         }
         guard let session = endpoint.session(id: sid) else {
             return channel.eventLoop.makeSucceededFuture(nil)

@@ -33,6 +33,16 @@ public final class EngineServer: Sendable {
 
     public var sessionCount: Int { sessions.withLockedValue { $0.count } }
 
+    private let accepting = NIOLockedValueBox(true)
+
+    /// Whether new sessions are opened; false once the node drains.
+    public var acceptsSessions: Bool { accepting.withLockedValue { $0 } }
+
+    /// Refuses new sessions from now on (503): existing ones carry on until closed.
+    public func stopAcceptingSessions() {
+        accepting.withLockedValue { $0 = false }
+    }
+
     func session(id: String) -> EngineSession? {
         sessions.withLockedValue { $0[id] }
     }
@@ -70,6 +80,22 @@ public final class EngineServer: Sendable {
         for session in allSessions() {
             session.eventLoop.execute { session.close(reason: reason) }
         }
+    }
+
+    /// Closes every session at a random moment within `window`, so that its clients reconnect
+    /// spread over time (to other nodes, when this one drains) rather than all at once.
+    /// Returns how many sessions were scheduled to close.
+    @discardableResult
+    public func closeAll(reason: DisconnectReason, spreadOver window: TimeAmount) -> Int {
+        let sessions = allSessions()
+        var generator = SystemRandomNumberGenerator()
+        for session in sessions {
+            let delay =
+                window.nanoseconds > 0
+                ? TimeAmount.nanoseconds(Int64.random(in: 0..<window.nanoseconds, using: &generator)) : .zero
+            session.eventLoop.scheduleTask(in: delay) { session.close(reason: reason) }
+        }
+        return sessions.count
     }
 }
 

@@ -1,9 +1,24 @@
 import EngineIO
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Presence
 import SocketIO
+
+/// A secret that SIGHUP may replace while the node runs.
+final class SecretBox: Sendable {
+    private let box: NIOLockedValueBox<String?>
+
+    init(_ value: String?) {
+        box = NIOLockedValueBox(value)
+    }
+
+    var value: String? {
+        get { box.withLockedValue { $0 } }
+        set { box.withLockedValue { $0 = newValue } }
+    }
+}
 
 /// The backend's HTTP API (docs/BACKEND.md): emit, call, membership and queries across the cluster,
 /// behind a bearer API key that is distinct from user tokens. Every answer is JSON.
@@ -16,7 +31,7 @@ struct BackendAPI: HTTPResponder {
         "connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener",
     ]
 
-    let key: String?
+    let keys: SecretBox
     let socketIO: SocketIOServer
     let presence: any PresenceStore
     let logger: Logger
@@ -48,7 +63,7 @@ struct BackendAPI: HTTPResponder {
         guard let header = headers.first(name: "Authorization") else {
             throw Failure(.unauthorized, "missing API key (Authorization: Bearer <key>)")
         }
-        guard let key else { throw Failure(.forbidden, "the API is disabled: no API key is configured") }
+        guard let key = keys.value else { throw Failure(.forbidden, "the API is disabled: no API key is configured") }
         // The scheme is case-insensitive (RFC 9110 §11.1).
         let presented = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
         guard Self.constantTimeEqual(presented, key) else { throw Failure(.forbidden, "wrong API key") }

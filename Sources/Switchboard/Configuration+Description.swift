@@ -23,6 +23,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         heartbeat-interval=\(configuration.cluster.heartbeatInterval.nanoseconds / 1_000_000)ms
         node-ttl=\(configuration.cluster.nodeTTL.nanoseconds / 1_000_000)ms
         jwt-secret=\(configuration.auth.jwtSecret == nil ? "(none)" : "(set)")
+        jwt-secret-file=\(configuration.auth.jwtSecretFile ?? "(none)")
         jwt-algorithms=\(configuration.auth.hmacAlgorithms.map(\.rawValue).sorted().joined(separator: ","))
         jwt-public-key=\(configuration.auth.publicKeyFile ?? "(none)")
         jwt-jwks=\(configuration.auth.jwksFile ?? "(none)")
@@ -43,9 +44,13 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         broadcast-presence=\(configuration.contract.broadcastPresence)
         relay-events=\(configuration.contract.relayEvents)
         api-key=\(configuration.api.key == nil ? "(none: API refuses requests)" : "(set)")
+        api-key-file=\(configuration.api.keyFile ?? "(none)")
         api-port=\(configuration.api.port.map(String.init) ?? "(main listener, /api/v1/)")
         python-bridge=\(configuration.bridge.enabled && configuration.cluster.redisURL != nil)
         bridge-channel=\(configuration.bridge.channel)
+        drain-window=\(configuration.operations.drainWindow.nanoseconds / 1_000_000)ms
+        shutdown-timeout=\(configuration.operations.shutdownTimeout.nanoseconds / 1_000_000)ms
+        ready-deadline=\(configuration.operations.readyDeadline.nanoseconds / 1_000_000)ms
         log-level=\(configuration.logLevel)
         threads=\(configuration.eventLoopThreads)
         """

@@ -166,6 +166,7 @@ public struct ConfigurationReader {
             guard !algorithms.isEmpty else { throw .init("must name at least one algorithm") }
             config.auth.hmacAlgorithms = algorithms
         },
+        text("jwt-secret-file", ["SWITCHBOARD_JWT_SECRET_FILE"], .nonEmpty) { $0.auth.jwtSecretFile = $1 },
         text("jwt-public-key", ["SWITCHBOARD_JWT_PUBLIC_KEY"], .nonEmpty) { $0.auth.publicKeyFile = $1 },
         text("jwt-jwks", ["SWITCHBOARD_JWT_JWKS"], .nonEmpty) { $0.auth.jwksFile = $1 },
         Setting(flag: "jwt-leeway", environment: [("SWITCHBOARD_JWT_LEEWAY", .seconds)]) {
@@ -211,18 +212,8 @@ public struct ConfigurationReader {
         },
         text("backend-user-path", ["SWITCHBOARD_BACKEND_USER_PATH"], .path) { $0.backend.userPath = $1 },
         text("backend-channels-path", ["SWITCHBOARD_BACKEND_CHANNELS_PATH"], .path) { $0.backend.channelsPath = $1 },
-        Setting(flag: "backend-timeout", environment: [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) {
-            config,
-            value,
-            unit throws(ConfigurationError.Reason) in
-            config.backend.timeout = try parsePositiveDuration(value, unit: unit)
-        },
-        Setting(flag: "user-cache-ttl", environment: [("SWITCHBOARD_USER_CACHE_TTL", .milliseconds)]) {
-            config,
-            value,
-            unit throws(ConfigurationError.Reason) in
-            config.backend.userCacheTTL = value == "0" ? .zero : try parsePositiveDuration(value, unit: unit)
-        },
+        duration("backend-timeout", [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) { $0.backend.timeout = $1 },
+        duration("user-cache-ttl", [("SWITCHBOARD_USER_CACHE_TTL", .milliseconds)], allowsZero: true) { $0.backend.userCacheTTL = $1 },
         Setting(flag: "forward-events", environment: [("SWITCHBOARD_FORWARD_EVENTS", .seconds)]) {
             config,
             value,
@@ -246,6 +237,10 @@ public struct ConfigurationReader {
             }
             config.api.key = value
         },
+        text("api-key-file", ["SWITCHBOARD_API_KEY_FILE"], .nonEmpty) { $0.api.keyFile = $1 },
+        duration("drain-window", [("SWITCHBOARD_DRAIN_WINDOW", .milliseconds)], allowsZero: true) { $0.operations.drainWindow = $1 },
+        duration("shutdown-timeout", [("SWITCHBOARD_SHUTDOWN_TIMEOUT", .milliseconds)]) { $0.operations.shutdownTimeout = $1 },
+        duration("ready-deadline", [("SWITCHBOARD_READY_DEADLINE", .milliseconds)]) { $0.operations.readyDeadline = $1 },
         Setting(flag: "api-port", environment: [("SWITCHBOARD_API_PORT", .seconds)]) {
             config,
             value,
@@ -310,6 +305,22 @@ public struct ConfigurationReader {
         }
     }
 
+    /// A duration (`25s`, `300ms`, `1m`, or a bare number in the variable's unit).
+    static func duration(
+        _ flag: String,
+        _ variables: [(name: String, unit: BareUnit)],
+        allowsZero: Bool = false,
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, TimeAmount) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables) { config, value, unit throws(ConfigurationError.Reason) in
+            if allowsZero && value == "0" {
+                apply(&config, .zero)
+                return
+            }
+            apply(&config, try parsePositiveDuration(value, unit: unit))
+        }
+    }
+
     /// A true/false setting.
     static func toggle(
         _ flag: String,
@@ -366,6 +377,19 @@ public struct ConfigurationReader {
         }
         if config.backend.forwardEvents == .redis && config.cluster.redisURL == nil {
             throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url")
+        }
+        if config.operations.shutdownTimeout <= config.operations.drainWindow {
+            throw ConfigurationError(
+                setting: "shutdown-timeout",
+                value: "\(config.operations.shutdownTimeout.nanoseconds / 1_000_000)ms",
+                reason: "must be longer than drain-window (\(config.operations.drainWindow.nanoseconds / 1_000_000)ms)"
+            )
+        }
+        if config.auth.jwtSecret != nil && config.auth.jwtSecretFile != nil {
+            throw ConfigurationError(setting: "jwt-secret-file", value: "(set)", reason: "use either a secret or a secret file")
+        }
+        if config.api.key != nil && config.api.keyFile != nil {
+            throw ConfigurationError(setting: "api-key-file", value: "(set)", reason: "use either a key or a key file")
         }
         if config.socketIO.maxOutboundBytes < config.socketIO.maxPayload {
             throw ConfigurationError(

@@ -74,6 +74,8 @@ public struct SwitchboardConfiguration: Sendable {
 
         /// HMAC secret (`WEBUI_SECRET_KEY`). Default none.
         public var jwtSecret: String?
+        /// File holding the HMAC secret, read at start and on SIGHUP. Default none.
+        public var jwtSecretFile: String?
         /// Algorithms accepted with the secret. Default HS256.
         public var hmacAlgorithms: Set<JWTAlgorithm> = [.hs256]
         /// PEM public key file (RSA → RS256, EC P-256 → ES256). Default none.
@@ -94,7 +96,7 @@ public struct SwitchboardConfiguration: Sendable {
         public var keyPrefix: String = "open-webui"
 
         /// Whether any key is configured.
-        public var hasKeys: Bool { jwtSecret != nil || publicKeyFile != nil || jwksFile != nil }
+        public var hasKeys: Bool { jwtSecret != nil || jwtSecretFile != nil || publicKeyFile != nil || jwksFile != nil }
     }
 
     /// Where unhandled client events go.
@@ -135,6 +137,8 @@ public struct SwitchboardConfiguration: Sendable {
     public struct APISettings: Sendable {
         /// Bearer key; without one the API refuses every request. Default none.
         public var key: String?
+        /// File holding the key, read at start and on SIGHUP. Default none.
+        public var keyFile: String?
         /// Own listener port (on `host`); default none: served under `/api/v1/` on the main port.
         public var port: Int?
     }
@@ -147,6 +151,16 @@ public struct SwitchboardConfiguration: Sendable {
         public var channel: String = "socketio"
     }
 
+    /// Health, readiness and shutdown.
+    public struct OperationsSettings: Sendable {
+        /// On SIGTERM, client connections close spread over this window. Default 10 s.
+        public var drainWindow: TimeAmount = .seconds(10)
+        /// The process exits within this time of SIGTERM, drained or not. Default 30 s.
+        public var shutdownTimeout: TimeAmount = .seconds(30)
+        /// `/ready` needs a pub/sub round trip through Redis within this time. Default 1 s.
+        public var readyDeadline: TimeAmount = .seconds(1)
+    }
+
     public var listener = Listener()
     public var socketIO = SocketIOSettings()
     public var cluster = ClusterSettings()
@@ -155,6 +169,7 @@ public struct SwitchboardConfiguration: Sendable {
     public var contract = ContractSettings()
     public var api = APISettings()
     public var bridge = BridgeSettings()
+    public var operations = OperationsSettings()
     /// Default `info`.
     public var logLevel: Logger.Level = .info
     /// Event-loop threads. Default: one per core.

@@ -46,7 +46,7 @@ struct ForwardedEvent: Sendable {
 /// Hands unhandled client events to the backend: over HTTP (the answer can be the client's ack), to
 /// a Redis stream, or nowhere (logged, and the client told). Nothing is dropped without a trace.
 enum EventForwarder: Sendable {
-    case http(BackendClient, path: String, apiKey: String?)
+    case http(BackendClient, path: String, apiKey: SecretBox)
     case redisStream(RedisClient, key: String, maxLength: Int)
     case none
 
@@ -61,7 +61,7 @@ enum EventForwarder: Sendable {
             var body = ByteBuffer()
             var writer = JSONWriter()
             writer.write(event.json, into: &body)
-            return backend.postJSON(path, bearer: apiKey, body: body, on: eventLoop).map { answer -> [JSONValue] in
+            return backend.postJSON(path, bearer: apiKey.value, body: body, on: eventLoop).map { answer -> [JSONValue] in
                 guard let answer, answer.readableBytes > 0 else { return [] }
                 guard let value = try? JSONParser.parse(answer) else { return [] }
                 if case .array(let args) = value { return args }

@@ -2,13 +2,16 @@ import Auth
 import Cluster
 import EngineIO
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Presence
+import Prometheus
 import Redis
 import ServiceLifecycle
 import SocketIO
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -30,10 +33,10 @@ public final class SwitchboardServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds the listening socket.
-    public func bind() async throws -> Channel {
+    /// Binds the listening socket, or adopts `inheritedSocket` (socket activation) when given.
+    public func bind(inheritedSocket: CInt? = nil) async throws -> Channel {
         let router = self.router
-        return try await ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -44,21 +47,38 @@ public final class SwitchboardServer: Sendable {
                     try EnginePipeline.configure(channel: channel, router: router)
                 }
             }
-            .bind(host: host, port: port)
-            .get()
+        if let inheritedSocket {
+            return try await bootstrap.withBoundSocket(inheritedSocket).get()
+        }
+        return try await bootstrap.bind(host: host, port: port).get()
     }
 }
 
-/// Runs a node until a shutdown signal: binds, announces readiness, closes clients on the way out.
+/// Runs a node until a shutdown signal: binds, announces readiness, then drains — refuses new
+/// sessions, reports not-ready, and closes its clients spread over the drain window so that they
+/// reconnect to other nodes — and closes its listeners last.
 public struct SwitchboardService: Service {
     let server: SwitchboardServer
     /// The backend API's own listener, if it has one.
     let apiServer: SwitchboardServer?
+    let state: NodeState
+    let drainWindow: TimeAmount
+    let notifier: SystemdNotifier?
     let logger: Logger
 
-    public init(server: SwitchboardServer, apiServer: SwitchboardServer? = nil, logger: Logger) {
+    init(
+        server: SwitchboardServer,
+        apiServer: SwitchboardServer?,
+        state: NodeState,
+        drainWindow: TimeAmount,
+        notifier: SystemdNotifier?,
+        logger: Logger
+    ) {
         self.server = server
         self.apiServer = apiServer
+        self.state = state
+        self.drainWindow = drainWindow
+        self.notifier = notifier
         self.logger = logger
     }
 
@@ -68,26 +88,45 @@ public struct SwitchboardService: Service {
         if let apiServer {
             let channel = try await apiServer.bind()
             apiChannel = channel
-            let address = channel.localAddress
-            let bound = "\(address?.ipAddress ?? apiServer.host):\(address?.port ?? apiServer.port)"
-            logger.info("api listening", metadata: ["address": "\(bound)"])
-            print("api listening on \(bound)")
+            announce("api listening", channel: channel, server: apiServer)
         }
-        let channel = try await server.bind()
-        let address = channel.localAddress
-        let bound = "\(address?.ipAddress ?? server.host):\(address?.port ?? server.port)"
-        logger.info("listening", metadata: ["address": "\(bound)"])
-        // Scripts and tests wait for this line on stdout.
-        print("listening on \(bound)")
-        fflush(nil)
+        let inherited = Systemd.takeListeningSockets().first
+        let channel = try await server.bind(inheritedSocket: inherited)
+        if inherited != nil { logger.info("listening on the socket systemd passed") }
+        state.setListening()
+        announce("listening", channel: channel, server: server)
 
         try? await gracefulShutdown()
-        logger.info("shutting down")
+        state.setDraining()
+        notifier?.stopping()
+        // The listener stays open through the drain so that health checks read 503 (a load balancer
+        // takes the node out) and new clients are refused with 503 rather than a reset.
+        for endpoint in server.router.endpoints { endpoint.stopAcceptingSessions() }
+        var closing = 0
+        for endpoint in server.router.endpoints {
+            closing += endpoint.closeAll(reason: .serverShutdown, spreadOver: drainWindow)
+        }
+        logger.info(
+            "draining",
+            metadata: ["connections": "\(closing)", "window_ms": "\(drainWindow.nanoseconds / 1_000_000)"]
+        )
+        // Every close is scheduled within the window; wait for them, or leave early once none is left.
+        let deadline = NIODeadline.now() + drainWindow + .milliseconds(200)
+        while NIODeadline.now() < deadline, server.router.endpoints.contains(where: { $0.sessionCount > 0 }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        logger.info("drained", metadata: ["left": "\(server.router.endpoints.map(\.sessionCount).reduce(0, +))"])
         try? await channel.close()
         try? await apiChannel?.close()
-        for endpoint in server.router.endpoints {
-            endpoint.closeAll(reason: .serverShutdown)
-        }
+    }
+
+    private func announce(_ message: Logger.Message, channel: Channel, server: SwitchboardServer) {
+        let address = channel.localAddress
+        let bound = "\(address?.ipAddress ?? server.host):\(address?.port ?? server.port)"
+        logger.info(message, metadata: ["address": "\(bound)"])
+        // Scripts and tests wait for this line on stdout.
+        print("\(message) on \(bound)")
+        fflush(nil)
     }
 }
 
@@ -109,10 +148,18 @@ public enum Switchboard {
         }
         var logger = Logger(label: "switchboard")
         logger.logLevel = level
+        // Before anything with instruments is made: each takes its factory when it is built.
+        let metricsRegistry = SwitchboardMetrics.bootstrap()
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         do {
-            let node = try makeNode(configuration: configuration, mode: mode, group: group, logger: logger)
+            let node = try makeNode(
+                configuration: configuration,
+                mode: mode,
+                group: group,
+                logger: logger,
+                metricsRegistry: metricsRegistry
+            )
             let server = SwitchboardServer(
                 group: group,
                 router: EngineRouter(endpoints: node.endpoints, fallback: node.fallback),
@@ -120,16 +167,35 @@ public enum Switchboard {
                 port: configuration.listener.port,
                 logger: logger
             )
+            let notifier = SystemdNotifier(
+                eventLoop: group.next(),
+                state: node.state,
+                isReady: { node.readiness.check().map(\.ready) },
+                status: { node.statusLine() },
+                logger: logger
+            )
+            notifier.start()
+            defer { notifier.stop() }
+            // Shut down in reverse order: drain clients first, then the pools' clean-up, then leave the cluster.
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             if let cluster = node.cluster {
                 services.append(.init(service: ClusterService(node: cluster, logger: logger)))
             }
-            services.append(.init(service: PresenceService(sweeper: node.presence.sweeper)))
             if let backend = node.backend {
                 services.append(.init(service: BackendClientService(client: backend)))
             }
             if let bridge = node.bridge {
                 services.append(.init(service: PythonBridgeService(bridge: bridge, logger: logger)))
+            }
+            services.append(
+                .init(service: PresenceService(sweeper: node.presence.sweeper, store: node.presence.store, nodeID: node.cluster?.id))
+            )
+            services.append(.init(service: EventLoopLagMonitor(loops: Array(group.makeIterator()))))
+            if let stats = node.stats {
+                services.append(.init(service: StatsService(reporter: stats)))
+            }
+            if let reloader = node.reloader {
+                services.append(.init(service: ReloadService(reloader: reloader, logger: logger)))
             }
             var apiServer: SwitchboardServer?
             if let api = node.apiListener {
@@ -141,11 +207,27 @@ public enum Switchboard {
                     logger: logger
                 )
             }
-            services.append(.init(service: SwitchboardService(server: server, apiServer: apiServer, logger: logger)))
-            let serviceGroup = ServiceGroup(
-                configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services.append(
+                .init(
+                    service: SwitchboardService(
+                        server: server,
+                        apiServer: apiServer,
+                        state: node.state,
+                        drainWindow: configuration.operations.drainWindow,
+                        notifier: notifier,
+                        logger: logger
+                    )
+                )
             )
-            try await serviceGroup.run()
+            var groupConfiguration = ServiceGroupConfiguration(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+            let timeout = configuration.operations.shutdownTimeout
+            groupConfiguration.maximumGracefulShutdownDuration = .nanoseconds(timeout.nanoseconds)
+            groupConfiguration.maximumCancellationDuration = .seconds(2)
+            try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -167,6 +249,17 @@ public enum Switchboard {
         /// The python-socketio Redis protocol bridge (serve, with Redis).
         public var bridge: PythonSocketIOBridge?
         var backend: BackendClient?
+        let state: NodeState
+        let readiness: ReadinessCheck
+        var reloader: Reloader?
+        var stats: StatsReporter?
+
+        /// One line for systemd's `STATUS=`: what the node carries right now.
+        func statusLine() -> String {
+            let sessions = endpoints.map(\.sessionCount).reduce(0, +)
+            let role = cluster.map { "node \($0.id) in a cluster" } ?? "alone, in memory"
+            return "\(sessions) connections; \(role)\(state.isDraining ? "; draining" : "")"
+        }
     }
 
     /// The shared pools (Redis in a cluster, in memory alone) and their sweeper.
@@ -179,7 +272,8 @@ public enum Switchboard {
         configuration: SwitchboardConfiguration,
         mode: Mode,
         group: EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        metricsRegistry: PrometheusCollectorRegistry? = nil
     ) throws -> Node {
         let settings = configuration.socketIO
         let loops = Array(group.makeIterator())
@@ -250,13 +344,21 @@ public enum Switchboard {
             if let cluster { return cluster.makeAdapter(namespace: namespace, eventLoops: loops) }
             return InMemoryAdapter(namespace: namespace, eventLoops: loops)
         }
-        let operations = OperationsResponder(cluster: cluster)
+        let state = NodeState()
+        let readiness = ReadinessCheck(
+            cluster: cluster,
+            state: state,
+            deadline: configuration.operations.readyDeadline,
+            eventLoop: loops[0]
+        )
+        let operations = OperationsResponder(readiness: readiness, metrics: metricsRegistry.map(MetricsResponder.init))
         switch mode {
         case .serve:
             let backend = configuration.backend.url.map {
                 BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
             }
             let verifier = try makeVerifier(configuration.auth, logger: logger)
+            let apiKey = SecretBox(try configuration.api.keyFile.map { try readSecretFile($0, setting: "api-key-file") } ?? configuration.api.key)
             if verifier == nil {
                 logger.warning("no JWT key configured: every socket stays anonymous (set --jwt-secret or WEBUI_SECRET_KEY)")
             }
@@ -275,7 +377,7 @@ public enum Switchboard {
             switch configuration.effectiveForwardTarget {
             case .http:
                 guard let backend else { throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url") }
-                forwarder = .http(backend, path: configuration.backend.forwardPath, apiKey: configuration.api.key)
+                forwarder = .http(backend, path: configuration.backend.forwardPath, apiKey: apiKey)
             case .redis:
                 guard let redisCommands else { throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url") }
                 forwarder = .redisStream(redisCommands, key: configuration.backend.forwardStream, maxLength: 100_000)
@@ -297,7 +399,7 @@ public enum Switchboard {
                 for (name, handler) in RelayEvents.handlers().events { handlers.events[name] = handler }
             }
             socketIO.addNamespace("/", handlers: handlers)
-            let api = BackendAPI(key: configuration.api.key, socketIO: socketIO, presence: presence.store, logger: logger)
+            let api = BackendAPI(keys: apiKey, socketIO: socketIO, presence: presence.store, logger: logger)
             let endpoint = EngineServer(configuration: settings.engine, application: socketIO, logger: logger)
             var bridge: PythonSocketIOBridge?
             if configuration.bridge.enabled, let cluster, let redisCommands, let redisConfiguration {
@@ -314,14 +416,44 @@ public enum Switchboard {
                     localAdapter: { [socketIO] name in (socketIO.namespace(name)?.adapter as? ClusterAdapter)?.local }
                 )
             }
+            let trafficTotals: @Sendable () -> TrafficTotals = { metricsRegistry.map(TrafficTotals.init) ?? TrafficTotals() }
+            let stats = StatsReporter(
+                nodeID: cluster?.id ?? "local",
+                prefix: configuration.cluster.prefix,
+                endpoints: [endpoint],
+                adapters: { [socketIO] in
+                    guard let adapter = socketIO.namespace("/")?.adapter else { return [] }
+                    return [(adapter as? ClusterAdapter)?.local ?? (adapter as? InMemoryAdapter)].compactMap { $0 }
+                },
+                traffic: trafficTotals,
+                redis: redisCommands,
+                eventLoop: loops[0]
+            )
+            let dashboard = DashboardResponder(
+                keys: apiKey,
+                reporter: stats,
+                cluster: cluster,
+                redis: redisCommands,
+                prefix: configuration.cluster.prefix,
+                presence: presence.store,
+                readiness: readiness
+            )
             return Node(
                 endpoints: [endpoint],
                 cluster: cluster,
                 presence: presence,
-                fallback: configuration.api.port == nil ? RoutingResponder(operations: operations, api: api) : operations,
+                fallback: RoutingResponder(
+                    operations: operations,
+                    api: configuration.api.port == nil ? api : nil,
+                    dashboard: dashboard
+                ),
                 apiListener: configuration.api.port.map { (port: $0, responder: api) },
                 bridge: bridge,
-                backend: backend
+                backend: backend,
+                state: state,
+                readiness: readiness,
+                reloader: Reloader(auth: configuration.auth, apiKeyFile: configuration.api.keyFile, users: users, apiKey: apiKey),
+                stats: stats
             )
         case .conformance:
             socketIO.addNamespace("/", handlers: ConformanceEvents.handlers(presence: presence.store))
@@ -331,15 +463,23 @@ public enum Switchboard {
             let echo = EngineServer(configuration: engine, application: EngineEchoApplication(), logger: logger)
             engine.path = "/socket.io/"
             let sockets = EngineServer(configuration: engine, application: socketIO, logger: logger)
-            return Node(endpoints: [echo, sockets], cluster: cluster, presence: presence, fallback: operations)
+            return Node(
+                endpoints: [echo, sockets],
+                cluster: cluster,
+                presence: presence,
+                fallback: operations,
+                state: state,
+                readiness: readiness
+            )
         }
     }
 
     /// The JWT verifier of the configured keys, or nil when none is configured.
     static func makeVerifier(_ auth: SwitchboardConfiguration.AuthSettings, logger: Logger) throws -> JWTVerifier? {
         var keys: [JWTKey] = []
+        let secret = try auth.jwtSecretFile.map { try readSecretFile($0, setting: "jwt-secret-file") } ?? auth.jwtSecret
         do {
-            if let secret = auth.jwtSecret {
+            if let secret {
                 keys.append(try JWTKey.hmac(secret: Array(secret.utf8), algorithms: auth.hmacAlgorithms))
             }
         } catch {
@@ -411,87 +551,20 @@ func readConfigurationFile(_ path: String, setting: String, limit: Int = 1 << 20
     return text
 }
 
-/// The main listener's non-Engine.IO routes: the backend API under `/api/v1/`, operations otherwise.
+/// The main listener's non-Engine.IO routes: the backend API under `/api/v1/` (unless it has its own
+/// port), the dashboard, operations otherwise.
 struct RoutingResponder: HTTPResponder {
     let operations: OperationsResponder
-    let api: BackendAPI
+    let api: BackendAPI?
+    let dashboard: DashboardResponder?
 
-    var maxBodySize: Int { api.maxBodySize }
-
-    func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        if request.path.hasPrefix(BackendAPI.pathPrefix) { return api.respond(to: request, on: eventLoop) }
-        return operations.respond(to: request, on: eventLoop)
-    }
-}
-
-/// Subscribes the python-socketio bridge at start and closes its connection at shutdown.
-struct PythonBridgeService: Service {
-    let bridge: PythonSocketIOBridge
-    let logger: Logger
-
-    func run() async throws {
-        try await bridge.start().get()
-        logger.info("python-socketio bridge started", metadata: ["channel": "\(bridge.configuration.channel)"])
-        try? await gracefulShutdown()
-        await bridge.stop()
-    }
-}
-
-/// Closes the backend client's connections at shutdown.
-struct BackendClientService: Service {
-    let client: BackendClient
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        await client.shutdown()
-    }
-}
-
-/// Joins the cluster at start and leaves it (removing this node's records) at shutdown.
-struct ClusterService: Service {
-    let node: ClusterNode
-    let logger: Logger
-
-    func run() async throws {
-        try await node.start().get()
-        logger.info("joined the cluster", metadata: ["node": "\(node.id)"])
-        try? await gracefulShutdown()
-        try? await node.stop().get()
-    }
-}
-
-/// Runs the presence sweeps (one node at a time in a cluster) until shutdown.
-struct PresenceService: Service {
-    let sweeper: PresenceSweeper
-
-    func run() async throws {
-        sweeper.start()
-        try? await gracefulShutdown()
-        try? await sweeper.stop().get()
-    }
-}
-
-/// `/health` (the process is alive) and `/ready` (the node can serve: in a cluster, Redis is
-/// reachable and the room registry is synced).
-struct OperationsResponder: HTTPResponder {
-    let cluster: ClusterNode?
-    var maxBodySize: Int { 0 }
+    var maxBodySize: Int { api?.maxBodySize ?? 0 }
 
     func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        switch (request.head.method, request.path) {
-        case (.GET, "/health"):
-            return eventLoop.makeSucceededFuture(HTTPResponse(status: .ok, contentType: "text/plain", body: "ok"))
-        case (.GET, "/ready"):
-            guard let cluster else {
-                return eventLoop.makeSucceededFuture(HTTPResponse(status: .ok, contentType: "text/plain", body: "ready"))
-            }
-            return cluster.isReady.map { ready in
-                ready
-                    ? HTTPResponse(status: .ok, contentType: "text/plain", body: "ready")
-                    : HTTPResponse(status: .serviceUnavailable, contentType: "text/plain", body: "not ready: redis")
-            }
-        default:
-            return eventLoop.makeSucceededFuture(HTTPResponse(status: .notFound, contentType: "text/plain", body: "Not Found"))
+        if let api, request.path.hasPrefix(BackendAPI.pathPrefix) { return api.respond(to: request, on: eventLoop) }
+        if let dashboard, request.path == "/dashboard" || request.path.hasPrefix("/dashboard/") {
+            return dashboard.respond(to: request, on: eventLoop)
         }
+        return operations.respond(to: request, on: eventLoop)
     }
 }

@@ -64,7 +64,7 @@ final class ExpiringCache<Value: Sendable>: Sendable {
 /// Turns a client's token into a user: JWT verification, revocation keys in Redis, and the user's
 /// details and channels from the backend (or from the token's claims without one).
 final class UserDirectory: Sendable {
-    let verifier: JWTVerifier?
+    private let currentVerifier: NIOLockedValueBox<JWTVerifier?>
     let revocation: RevocationKeys
     let redis: RedisClient?
     let backend: BackendClient?
@@ -87,7 +87,7 @@ final class UserDirectory: Sendable {
         logger: Logger,
         now: @escaping @Sendable () -> Int
     ) {
-        self.verifier = verifier
+        self.currentVerifier = NIOLockedValueBox(verifier)
         self.revocation = revocation
         self.redis = redis
         self.backend = backend
@@ -97,6 +97,12 @@ final class UserDirectory: Sendable {
         self.channels = ExpiringCache(ttl: cacheTTL)
         self.logger = logger
         self.now = now
+    }
+
+    /// The keys tokens are verified with; replaced on SIGHUP without touching connections.
+    var verifier: JWTVerifier? {
+        get { currentVerifier.withLockedValue { $0 } }
+        set { currentVerifier.withLockedValue { $0 = newValue } }
     }
 
     /// The user of `token`, or why not. Never fails the future with anything but

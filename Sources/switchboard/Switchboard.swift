@@ -95,6 +95,16 @@ struct NodeOptions: ParsableArguments {
     var pythonBridge: String?
     @Option(name: .customLong("bridge-channel"), help: "python-socketio channel (env SWITCHBOARD_BRIDGE_CHANNEL). Default socketio.")
     var bridgeChannel: String?
+    @Option(name: .customLong("jwt-secret-file"), help: "File holding the JWT HMAC secret, re-read on SIGHUP (env SWITCHBOARD_JWT_SECRET_FILE).")
+    var jwtSecretFile: String?
+    @Option(name: .customLong("api-key-file"), help: "File holding the API key, re-read on SIGHUP (env SWITCHBOARD_API_KEY_FILE).")
+    var apiKeyFile: String?
+    @Option(name: .customLong("drain-window"), help: "On SIGTERM, close clients spread over this window (env SWITCHBOARD_DRAIN_WINDOW). Default 10s.")
+    var drainWindow: String?
+    @Option(name: .customLong("shutdown-timeout"), help: "Exit within this time of SIGTERM (env SWITCHBOARD_SHUTDOWN_TIMEOUT). Default 30s.")
+    var shutdownTimeout: String?
+    @Option(name: .customLong("ready-deadline"), help: "/ready needs a Redis pub/sub round trip within this (env SWITCHBOARD_READY_DEADLINE). Default 1s.")
+    var readyDeadline: String?
     @Option(help: "Log level (env SWITCHBOARD_LOG_LEVEL). Default info.")
     var logLevel: String?
     @Option(help: "Event-loop threads (env SWITCHBOARD_THREADS). Default: one per core.")
@@ -108,6 +118,11 @@ struct NodeOptions: ParsableArguments {
             ("max-outbound-bytes", maxOutboundBytes), ("cors-origins", corsOrigins), ("transports", transports),
             ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("cluster-prefix", clusterPrefix),
             ("node-id", nodeID), ("heartbeat-interval", heartbeatInterval), ("node-ttl", nodeTTL),
+            ("jwt-secret-file", jwtSecretFile),
+            ("api-key-file", apiKeyFile),
+            ("drain-window", drainWindow),
+            ("shutdown-timeout", shutdownTimeout),
+            ("ready-deadline", readyDeadline),
             ("jwt-secret", jwtSecret),
             ("jwt-algorithms", jwtAlgorithms),
             ("jwt-public-key", jwtPublicKey),

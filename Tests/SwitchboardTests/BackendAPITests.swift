@@ -25,7 +25,7 @@ struct BackendAPITests {
                 InMemoryAdapter(namespace: name, eventLoops: [loop])
             }
             server.addNamespace("/", handlers: NamespaceHandlers())
-            api = BackendAPI(key: key, socketIO: server, presence: presence, logger: Logger(label: "test"))
+            api = BackendAPI(keys: SecretBox(key), socketIO: server, presence: presence, logger: Logger(label: "test"))
         }
 
         func send(

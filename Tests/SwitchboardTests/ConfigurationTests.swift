@@ -4,6 +4,10 @@ import NIOCore
 @testable import Switchboard
 import XCTest
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 final class ConfigurationTests: XCTestCase {
     private func read(flags: [String: String] = [:], env: [String: String] = [:]) throws -> SwitchboardConfiguration {
         try ConfigurationReader(flags: flags, environment: env).read()
@@ -189,5 +193,58 @@ final class ContractConfigurationTests: XCTestCase {
             XCTAssertEqual((error as? ConfigurationError)?.setting, "jwt-public-key")
         }
         XCTAssertNil(try Switchboard.makeVerifier(SwitchboardConfiguration().auth, logger: Logger(label: "test")))
+    }
+}
+
+final class OperationsConfigurationTests: XCTestCase {
+    private func read(flags: [String: String] = [:], env: [String: String] = [:]) throws -> SwitchboardConfiguration {
+        try ConfigurationReader(flags: flags, environment: env).read()
+    }
+
+    func testOperationsDefaults() throws {
+        let config = try read()
+        XCTAssertEqual(config.operations.drainWindow, .seconds(10))
+        XCTAssertEqual(config.operations.shutdownTimeout, .seconds(30))
+        XCTAssertEqual(config.operations.readyDeadline, .seconds(1))
+    }
+
+    func testOperationsSettingsParse() throws {
+        let config = try read(flags: ["drain-window": "2s", "shutdown-timeout": "5s", "ready-deadline": "250ms"])
+        XCTAssertEqual(config.operations.drainWindow, .seconds(2))
+        XCTAssertEqual(config.operations.shutdownTimeout, .seconds(5))
+        XCTAssertEqual(config.operations.readyDeadline, .milliseconds(250))
+        XCTAssertEqual(try read(flags: ["drain-window": "0"]).operations.drainWindow, .zero)
+    }
+
+    func testTheShutdownBoundMustOutlastTheDrain() {
+        XCTAssertThrowsError(try read(flags: ["drain-window": "30s"])) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "shutdown-timeout")
+        }
+    }
+
+    func testASecretComesFromAValueOrAFileNotBoth() {
+        XCTAssertThrowsError(try read(flags: ["jwt-secret": "s", "jwt-secret-file": "/f"])) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "jwt-secret-file")
+        }
+        XCTAssertThrowsError(try read(flags: ["api-key": "0123456789abcdef", "api-key-file": "/f"])) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "api-key-file")
+        }
+    }
+
+    func testSecretFilesAreReadToTheirFirstLine() throws {
+        let path = "/tmp/switchboard-secret-\(getpid())"
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        XCTAssertGreaterThanOrEqual(descriptor, 0)
+        let text = Array("s3cret-value  \nignored\n".utf8)
+        _ = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        close(descriptor)
+        defer { unlink(path) }
+        XCTAssertEqual(try readSecretFile(path, setting: "jwt-secret-file"), "s3cret-value")
+        var auth = SwitchboardConfiguration().auth
+        auth.jwtSecretFile = path
+        XCTAssertEqual(try Switchboard.makeVerifier(auth, logger: Logger(label: "test"))?.configuration.keys.count, 1)
+        XCTAssertThrowsError(try readSecretFile("/nonexistent/secret", setting: "api-key-file")) { error in
+            XCTAssertEqual((error as? ConfigurationError)?.setting, "api-key-file")
+        }
     }
 }
