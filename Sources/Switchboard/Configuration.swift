@@ -153,7 +153,8 @@ public struct SwitchboardConfiguration: Sendable {
 
     /// Health, readiness and shutdown.
     public struct OperationsSettings: Sendable {
-        /// On SIGTERM, client connections close spread over this window. Default 10 s.
+        /// On SIGTERM, client connections close spread over the first two thirds of this window
+        /// and have the rest to reconnect elsewhere. Default 10 s.
         public var drainWindow: TimeAmount = .seconds(10)
         /// The process exits within this time of SIGTERM, drained or not. Default 30 s.
         public var shutdownTimeout: TimeAmount = .seconds(30)

@@ -102,9 +102,12 @@ public struct SwitchboardService: Service {
         // The listener stays open through the drain so that health checks read 503 (a load balancer
         // takes the node out) and new clients are refused with 503 rather than a reset.
         for endpoint in server.router.endpoints { endpoint.stopAcceptingSessions() }
+        // Closes are spread over the first two thirds of the window; the last third is the clients'
+        // time to reconnect elsewhere, so that all of them have moved when it ends.
+        let spread = TimeAmount.nanoseconds(drainWindow.nanoseconds / 3 * 2)
         var closing = 0
         for endpoint in server.router.endpoints {
-            closing += endpoint.closeAll(reason: .serverShutdown, spreadOver: drainWindow)
+            closing += endpoint.closeAll(reason: .serverShutdown, spreadOver: spread)
         }
         logger.info(
             "draining",

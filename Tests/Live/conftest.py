@@ -92,3 +92,16 @@ def redis_server():
         yield r
     finally:
         r.cleanup()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Artifacts the tests kept (the dashboard's screenshot, the drain's figures) and where they are."""
+    from livehelpers import REPORTED_ARTIFACTS
+
+    if not REPORTED_ARTIFACTS:
+        return
+    terminalreporter.section("artifacts")
+    for path, text in REPORTED_ARTIFACTS:
+        terminalreporter.write_line(f"{path}")
+        for line in text.splitlines():
+            terminalreporter.write_line(f"    {line}")

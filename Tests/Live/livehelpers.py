@@ -785,3 +785,23 @@ def endpoint_helpers(path: str):
         return p
 
     return url, ws_url, init_long_polling_session
+
+
+# -- artifacts ------------------------------------------------------------------------------
+ARTIFACTS = Path(os.environ.get("SWITCHBOARD_ARTIFACTS", HERE / ".cache" / "artifacts"))
+REPORTED_ARTIFACTS: list[tuple[Path, str]] = []
+
+
+def artifact_path(name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
+def report_artifact(name: str, text: str | None = None) -> Path:
+    """Keeps a test artifact (written by the caller at `artifact_path(name)`, or `text`) and lists
+    it, with its text, in the run's summary."""
+    path = artifact_path(name)
+    if text is not None:
+        path.write_text(text)
+    REPORTED_ARTIFACTS.append((path, text or ""))
+    return path

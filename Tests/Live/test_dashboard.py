@@ -4,7 +4,6 @@ users online; the page's screenshot is kept as a test artifact."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import pytest
 import requests
 import socketio
 
-from livehelpers import HERE, wait_until
+from livehelpers import artifact_path, report_artifact, wait_until
 from owui import API_KEY, SECRET, mint
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("SWITCHBOARD_ARTIFACTS", HERE / ".cache" / "artifacts"))
 TIMEOUT = 10.0
 
 
@@ -107,11 +105,10 @@ def test_dashboard_shows_three_live_nodes_in_chromium(servers, redis_server, bro
         top = browser.execute_script(
             "return [...document.querySelectorAll('#top-rooms tbody tr')].map(r => r.cells[0].textContent)")
         assert any(room.startswith("user:dash-user-") for room in top), top
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "dashboard.png"
+        shot = artifact_path("dashboard.png")
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        print(f"dashboard screenshot: {shot}")
+        report_artifact("dashboard.png")
         print("dashboard rows:", json.dumps(rows()))
 
         # Messages per second follow the traffic: events to everyone through the API, 10 a second

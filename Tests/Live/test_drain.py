@@ -15,12 +15,13 @@ import pytest
 import requests
 import socketio
 
+from livehelpers import report_artifact
 from owui import API_KEY, SECRET, mint
 from test_deploy import LocalCluster, local_cluster_env, tool
 
 CLIENTS = 1000
-DRAIN_WINDOW = 3.0
-TICK_EVERY = 0.05
+DRAIN_WINDOW = 5.0
+TICK_EVERY = 0.25  # 4,000 events a second into this one Python process: it must not be the bottleneck
 
 
 @pytest.fixture
@@ -152,22 +153,36 @@ async def scenario(cluster: LocalCluster):
     last_seq = seq - 1
     await wait_for(lambda: all(last_seq in c.ticks for c in clients), 10, "the last tick everywhere")
 
-    # Closes were spread over the window, and everyone was back soon after it.
+    # Closes were spread over the first two thirds of the window, and everyone was back on
+    # another node before it ended.
     closes = sorted(c.disconnects[0] - started for c in moving)
-    print(f"drain: {len(moving)} clients moved; first close {closes[0]:.2f}s, last {closes[-1]:.2f}s, "
-          f"all back on other nodes {moved_at:.2f}s after SIGTERM")
-    assert closes[-1] <= DRAIN_WINDOW + 1.5, closes[-1]  # scheduled within the window; seen by a busy client loop
-    assert closes[-1] - closes[0] >= DRAIN_WINDOW / 2, (closes[0], closes[-1])
-    assert moved_at <= DRAIN_WINDOW + 3.0, moved_at
+    figures = (f"drain of {drained} (window {DRAIN_WINDOW:.0f} s): {len(moving)} of {CLIENTS} clients moved; "
+               f"closes from {closes[0]:.2f} s to {closes[-1]:.2f} s, all back on other nodes "
+               f"{moved_at:.2f} s after SIGTERM")
+    print(figures)
+    assert closes[-1] <= DRAIN_WINDOW * 2 / 3 + 1.0, closes[-1]  # scheduled in ⅔ of the window; seen by a busy client loop
+    assert closes[-1] - closes[0] >= DRAIN_WINDOW / 3, (closes[0], closes[-1])
+    assert moved_at <= DRAIN_WINDOW, moved_at
     # Nobody else noticed.
     assert [c.index for c in staying if c.disconnects] == []
     span = set(range(first_seq, last_seq + 1))
     missing_staying = sum(len(span - c.ticks) for c in staying)
     assert missing_staying == 0, f"{missing_staying} ticks missed by clients of the other nodes"
     lost = [len(span - c.ticks) for c in moving]
-    print(f"messages lost during the drain: {sum(lost)} of {len(span) * len(moving)} ticks to the moved clients "
-          f"(per client: max {max(lost)}, mean {sum(lost) / len(lost):.1f}; a tick every {TICK_EVERY * 1000:.0f} ms "
-          f"while each client reconnected)")
+    loss = (f"messages lost during the drain: {sum(lost)} of {len(span) * len(moving)} ticks to the moved clients "
+            f"(per client: max {max(lost)}, mean {sum(lost) / len(lost):.1f}; a tick to everyone every "
+            f"{TICK_EVERY * 1000:.0f} ms); 0 of {len(span) * len(staying)} to the {len(staying)} other clients")
+    print(loss)
+    report_artifact("drain.txt", figures + "\n" + loss + "\n")
+
+    # HAProxy has taken the draining node out: new clients land on the others.
+    await wait_for(lambda: cluster.haproxy_view().get(drained, ("", ""))[0].startswith(("DOWN", "MAINT", "NOLB")) or
+                   drained not in cluster.haproxy_view(), 10, f"HAProxy marking {drained} down")
+    newcomers = [Client(CLIENTS + i, front) for i in range(30)]
+    await asyncio.gather(*(c.connect() for c in newcomers))
+    await wait_for(lambda: all(c.joined for c in newcomers), 10, "the newcomers' user-join")
+    assert [c.node for c in newcomers if c.node == drained] == []
+    clients += newcomers
 
     # Their rooms came back with them: user:{id} reaches each one on its new node.
     for c in moving[:50]:
