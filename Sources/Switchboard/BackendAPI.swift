@@ -64,9 +64,7 @@ struct BackendAPI: HTTPResponder {
             throw Failure(.unauthorized, "missing API key (Authorization: Bearer <key>)")
         }
         guard let key = keys.value else { throw Failure(.forbidden, "the API is disabled: no API key is configured") }
-        // The scheme is case-insensitive (RFC 9110 §11.1).
-        let presented = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
-        guard Self.constantTimeEqual(presented, key) else { throw Failure(.forbidden, "wrong API key") }
+        guard Self.constantTimeEqual(Self.bearerToken(header), key) else { throw Failure(.forbidden, "wrong API key") }
     }
 
     private func route(_ request: HTTPRequest, on eventLoop: EventLoop) throws(Failure) -> EventLoopFuture<HTTPResponse> {
@@ -302,6 +300,11 @@ struct BackendAPI: HTTPResponder {
 
     static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+    }
+
+    /// The credentials of an `Authorization` header; the scheme is case-insensitive (RFC 9110 §11.1).
+    static func bearerToken(_ header: String) -> String {
+        header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)) : header
     }
 
     /// Compares without an early exit, so the time taken does not reveal how much of a key matched.

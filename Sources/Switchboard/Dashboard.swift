@@ -94,8 +94,9 @@ final class StatsReporter: Sendable {
     }
 
     private func report() -> EventLoopFuture<Void> {
-        let sockets = EventLoopFuture.whenAllSucceed(adapters().map { $0.socketCount() }, on: eventLoop)
-        let rooms = EventLoopFuture.whenAllSucceed(adapters().map { $0.roomSizes() }, on: eventLoop)
+        let adapters = self.adapters()
+        let sockets = EventLoopFuture.whenAllSucceed(adapters.map { $0.socketCount() }, on: eventLoop)
+        let rooms = EventLoopFuture.whenAllSucceed(adapters.map { $0.roomSizes() }, on: eventLoop)
         return sockets.and(rooms).flatMap { socketCounts, roomSizes in
             let now = NIODeadline.now()
             let totals = self.traffic()
@@ -172,9 +173,7 @@ struct DashboardResponder: HTTPResponder {
                     BackendAPI.json(.forbidden, ["error": "the dashboard is off: no API key is configured"])
                 )
             }
-            let presented =
-                request.head.headers.first(name: "Authorization").map { $0.lowercased().hasPrefix("bearer ") ? String($0.dropFirst(7)) : $0 }
-                ?? request.query["key"]
+            let presented = request.head.headers.first(name: "Authorization").map(BackendAPI.bearerToken) ?? request.query["key"]
             guard let presented, BackendAPI.constantTimeEqual(presented, key) else {
                 return eventLoop.makeSucceededFuture(BackendAPI.json(.unauthorized, ["error": "the dashboard needs the API key"]))
             }
