@@ -1,0 +1,157 @@
+import Foundation
+import Histogram
+
+/// Latency percentiles in microseconds, and points of the distribution for the report's chart.
+struct LatencySummary: Codable, Sendable {
+    var count: UInt64
+    var p50: UInt64
+    var p90: UInt64
+    var p99: UInt64
+    var p999: UInt64
+    var max: UInt64
+    /// (percentile, microseconds)
+    var distribution: [[Double]]
+
+    static let chartPercentiles: [Double] = [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100]
+
+    init(_ histogram: Histogram<UInt64>) {
+        self.count = histogram.totalCount
+        guard histogram.totalCount > 0 else {
+            (self.p50, self.p90, self.p99, self.p999, self.max) = (0, 0, 0, 0, 0)
+            self.distribution = []
+            return
+        }
+        self.p50 = histogram.valueAtPercentile(50)
+        self.p90 = histogram.valueAtPercentile(90)
+        self.p99 = histogram.valueAtPercentile(99)
+        self.p999 = histogram.valueAtPercentile(99.9)
+        self.max = histogram.max
+        self.distribution = Self.chartPercentiles.map { [$0, Double(histogram.valueAtPercentile($0))] }
+    }
+
+    var text: String { "p50 \(Self.format(p50)) p99 \(Self.format(p99)) p99.9 \(Self.format(p999)) max \(Self.format(max))" }
+
+    static func format(_ micros: UInt64) -> String {
+        micros >= 10_000 ? String(format: "%.1f ms", Double(micros) / 1000) : "\(micros) µs"
+    }
+}
+
+/// One rate of a fan-out sweep.
+struct FanoutStep: Codable, Sendable {
+    var offeredPublishesPerSecond: Double
+    var published: Int
+    var expectedDeliveries: Int
+    var delivered: Int
+    var lost: Int
+    var duplicates: Int
+    var seconds: Double
+    var deliveriesPerSecond: Double
+    var latency: LatencySummary
+    var serverCPUSeconds: Double
+    var serverCPUMicrosPerDelivery: Double
+    /// The same less the nodes' CPU while the clients sat idle (heartbeats, cluster upkeep).
+    var serverCPUMicrosPerDeliveryAboveIdle: Double
+    var redisCPUSeconds: Double
+    var benchCPUSeconds: Double
+    /// p99 within the bound, nothing lost, and the publishers kept the offered rate.
+    var passed: Bool
+    var verdict: String
+    /// Deliveries in each 100 ms from the start of sending.
+    var timeline: [Int]
+}
+
+struct FanoutRun: Codable, Sendable {
+    var system: SystemKind
+    /// "client" (`events:channel` typing through the contract) or "backend" (HTTP API / python emitter).
+    var origin: String
+    var via: String
+    var clients: Int
+    var nodes: Int
+    var rooms: Int
+    var publishers: Int
+    var stepSeconds: Double
+    var latencyBoundMillis: Double
+    /// Node CPU seconds per second with every client connected and nothing sent.
+    var idleServerCPUPerSecond: Double
+    var steps: [FanoutStep]
+
+    /// The highest delivery rate that passed.
+    var best: FanoutStep? { self.steps.filter(\.passed).max { $0.deliveriesPerSecond < $1.deliveriesPerSecond } }
+}
+
+struct StormRun: Codable, Sendable {
+    var system: SystemKind
+    var connections: Int
+    var nodes: Int
+    var concurrency: Int
+    var ready: Int
+    var failed: Int
+    var failures: [String: Int]
+    var seconds: Double
+    var handshakesPerSecond: Double
+    var handshakesPerSecondPerNode: Double
+    var latency: LatencySummary
+    var serverCPUSeconds: Double
+    var serverCPUMicrosPerHandshake: Double
+}
+
+struct IdleRun: Codable, Sendable {
+    var system: SystemKind
+    var connections: Int
+    var ready: Int
+    var failed: Int
+    var residentBytesBefore: Int
+    var residentBytesAfter: Int
+    var bytesPerConnection: Double
+    var heldSeconds: Double
+    var droppedDuringHold: Int
+    var dropReasons: [String: Int]
+    var serverCPUSecondsDuringHold: Double
+}
+
+struct AckRun: Codable, Sendable {
+    var system: SystemKind
+    var via: String
+    var targets: Int
+    var calls: Int
+    var answered: Int
+    var failed: Int
+    var concurrency: Int
+    var seconds: Double
+    var callsPerSecond: Double
+    var latency: LatencySummary
+    var serverCPUSeconds: Double
+}
+
+struct RedisRun: Codable, Sendable {
+    var comparison: String
+    var switchboardClient: Double
+    var reference: Double
+    var unit: String
+    var ratio: Double
+    var note: String
+}
+
+/// A goal of the performance issue and how the run measured up to it.
+struct GoalResult: Codable, Sendable {
+    var goal: String
+    var switchboard: String
+    var baseline: String
+    var ratio: String
+    var target: String
+    var met: Bool
+    var note: String
+}
+
+struct BenchReport: Codable, Sendable {
+    var started: String
+    var command: String
+    var machine: String
+    var settings: [String: String]
+    var goals: [GoalResult] = []
+    var fanout: [FanoutRun] = []
+    var storm: [StormRun] = []
+    var idle: [IdleRun] = []
+    var ack: [AckRun] = []
+    var redis: [RedisRun] = []
+}

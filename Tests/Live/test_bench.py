@@ -1,0 +1,80 @@
+"""switchboard-bench end to end at a tiny size: both clusters (Switchboard and the python-socketio
+baseline from ../shared/baseline) started by the bench, every scenario run on each, results.json and
+the HTML report written. Figures are not judged here (benchmarks are not timed tests); what is
+checked is that every scenario measured what it claims: every expected delivery arrived in the
+unloaded steps, every handshake and call completed, and the report holds the charts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from livehelpers import artifact_path, binary_path, report_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = Path(os.environ.get("SWITCHBOARD_BASELINE", ROOT.parent / "shared" / "baseline"))
+
+
+def bench_binary() -> Path:
+    return Path(os.environ.get("SWITCHBOARD_BENCH_BIN", ROOT / ".build" / "release" / "switchboard-bench"))
+
+
+@pytest.mark.timeout(600)
+def test_bench_runs_every_scenario_on_both_clusters(tmp_path):
+    if not bench_binary().exists():
+        pytest.fail(f"switchboard-bench missing: {bench_binary()} (build it or set SWITCHBOARD_BENCH_BIN)")
+    if not (BASELINE / "owui_socket.py").exists():
+        pytest.fail(f"the baseline is missing: {BASELINE} (set SWITCHBOARD_BASELINE)")
+    out = artifact_path("bench")
+    run = subprocess.run(
+        [str(bench_binary()), "--switchboard-binary", str(binary_path()), "--baseline-directory", str(BASELINE),
+         "--python", sys.executable, "--support-directory", str(ROOT / "scripts" / "bench-support"),
+         "--out", str(out), "--clients", "40", "--rooms", "4", "--publishers", "4", "--step-seconds", "1",
+         "--start-rate", "20", "--max-steps", "2", "--storm-connections", "200", "--baseline-storm-connections", "100",
+         "--idle-connections", "300", "--baseline-idle-connections", "100", "--idle-hold", "2",
+         "--ack-targets", "10", "--ack-calls", "100", "--redis-requests", "20000", "--redis-messages", "20000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=540,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
+    results = json.loads((out / "results.json").read_text())
+
+    fanout = {(r["system"], r["origin"]): r for r in results["fanout"]}
+    assert set(fanout) == {(s, o) for s in ("switchboard", "baseline") for o in ("client", "backend")}
+    for (system, origin), r in fanout.items():
+        first = r["steps"][0]
+        # 20 msg/s for 1 s to rooms of 10 members: 200 deliveries, each one counted.
+        assert first["published"] == 20, (system, origin, first)
+        assert first["expectedDeliveries"] == 200, (system, origin, first)
+        assert first["delivered"] == 200 and first["lost"] == 0, (system, origin, first)
+        assert first["latency"]["count"] == 200 and first["latency"]["p50"] > 0, (system, origin, first)
+    assert fanout[("switchboard", "client")]["steps"][0]["serverCPUSeconds"] >= 0
+
+    storm = {r["system"]: r for r in results["storm"]}
+    assert storm["switchboard"]["ready"] == 200 and storm["switchboard"]["failed"] == 0, storm["switchboard"]
+    assert storm["baseline"]["ready"] == 100 and storm["baseline"]["failed"] == 0, storm["baseline"]
+    assert storm["switchboard"]["handshakesPerSecond"] > 0
+
+    idle = {r["system"]: r for r in results["idle"]}
+    for system, count in (("switchboard", 300), ("baseline", 100)):
+        assert idle[system]["ready"] == count and idle[system]["droppedDuringHold"] == 0, idle[system]
+        assert idle[system]["residentBytesAfter"] > 0, idle[system]
+
+    ack = {(r["system"], r["via"].split()[0]): r for r in results["ack"]}
+    assert set(ack) == {("switchboard", "python-socketio"), ("switchboard", "HTTP"), ("baseline", "python-socketio")}
+    for key, r in ack.items():
+        assert r["answered"] == 100 and r["failed"] == 0, (key, r)
+
+    redis = {r["comparison"].split(",")[0]: r for r in results["redis"]}
+    assert redis["SET"]["switchboardClient"] > 0 and redis["SET"]["reference"] > 0, redis
+    assert redis["pub/sub drain"]["switchboardClient"] > 0, redis
+
+    goals = [g["goal"] for g in results["goals"]]
+    assert any("CPU per delivered message" in g for g in goals) and any("idle" in g for g in goals), goals
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 6 and "python-socketio" in html and "Connect storm" in html
+    report_artifact("bench/report.html")
