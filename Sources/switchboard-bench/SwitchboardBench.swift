@@ -50,9 +50,9 @@ struct SwitchboardBench: AsyncParsableCommand {
     @Option(help: "fan-out: publishing clients (at least one per room).")
     var publishers = 20
     @Option(help: "fan-out: seconds per rate step.")
-    var stepSeconds = 4.0
+    var stepSeconds = 3.0
     @Option(help: "fan-out: publishes per second of the first step.")
-    var startRate = 20.0
+    var startRate = 2.0
     @Option(help: "fan-out: factor between steps.")
     var growth = 2.0
     @Option(help: "fan-out: most steps per sweep (a sweep ends at the first step that fails).")
