@@ -12,7 +12,7 @@ final class BenchBackend: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    static func start(group: any EventLoopGroup, channels: Int) async throws -> BenchBackend {
+    static func start(group: any EventLoopGroup, channels: Int, port: Int = 0) async throws -> BenchBackend {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -22,7 +22,7 @@ final class BenchBackend: Sendable {
                     try channel.pipeline.syncOperations.addHandler(Handler(channels: channels))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: "127.0.0.1", port: port).get()
         return BenchBackend(channel: channel)
     }
 

@@ -125,6 +125,7 @@ struct AckScenario {
         guard sids.count == self.targets else { throw BenchError("only \(sids.count) of \(self.targets) ack targets joined") }
         var runs: [AckRun] = []
 
+        guard let redisURL = cluster.redisURL else { throw BenchError("ack needs the cluster's Redis: --target-redis") }
         let sidFile = self.workDirectory.appendingPathComponent("ack-sids-\(cluster.kind.rawValue).txt")
         try sids.map(\.sid).joined(separator: "\n").write(to: sidFile, atomically: true, encoding: .utf8)
         let cpu = CPUMeter(pids: cluster.nodePIDs)
@@ -132,7 +133,7 @@ struct AckScenario {
             self.python,
             script: "\(self.supportDirectory)/ack_caller.py",
             arguments: [
-                "--redis", cluster.redisURL, "--sids", sidFile.path, "--calls", "\(self.calls)",
+                "--redis", redisURL, "--sids", sidFile.path, "--calls", "\(self.calls)",
                 "--concurrency", "\(self.concurrency)",
             ]
         )

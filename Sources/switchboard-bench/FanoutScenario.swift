@@ -295,11 +295,12 @@ struct FanoutScenario {
 
     /// The baseline's backend path: a python-socketio write-only manager publishing through Redis.
     private func pythonEmitter(cluster: Cluster, rate: Double) async throws -> Int {
+        guard let redisURL = cluster.redisURL else { throw BenchError("the python emitter needs the cluster's Redis: --target-redis") }
         let output = try await runPython(
             self.python,
             script: "\(self.supportDirectory)/redis_emitter.py",
             arguments: [
-                "--redis", cluster.redisURL, "--rate", "\(rate)", "--seconds", "\(self.options.stepSeconds)",
+                "--redis", redisURL, "--rate", "\(rate)", "--seconds", "\(self.options.stepSeconds)",
                 "--rooms", "\(self.options.rooms)",
             ]
         )

@@ -23,12 +23,33 @@ struct NodeEndpoint: Sendable {
 struct Cluster: Sendable {
     var kind: SystemKind
     var nodes: [NodeEndpoint]
-    var redisPort: Int
+    /// nil for a cluster the bench did not start and was not told the Redis of.
+    var redisURL: String?
     var redisPID: Int32?
     var path = "/ws/socket.io"
 
     var nodePIDs: [Int32] { self.nodes.compactMap(\.pid) }
-    var redisURL: String { "redis://127.0.0.1:\(self.redisPort)/0" }
+}
+
+/// Nodes already running that the bench measures instead of starting its own: their addresses,
+/// Socket.IO path and Redis (for the python-socketio emitter and caller).
+struct ExternalTarget: Sendable {
+    var nodes: [NodeEndpoint]
+    var path: String
+    var redisURL: String?
+
+    /// `host:port,host:port…`
+    static func parse(_ list: String, path: String, redisURL: String?) throws -> ExternalTarget {
+        let nodes = try list.split(separator: ",").map { item -> NodeEndpoint in
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port) else {
+                throw BenchError("--target wants host:port,host:port…; got \(item)")
+            }
+            return NodeEndpoint(host: String(parts[0]), port: port, pid: nil)
+        }
+        guard !nodes.isEmpty else { throw BenchError("--target names no node") }
+        return ExternalTarget(nodes: nodes, path: path, redisURL: redisURL)
+    }
 }
 
 /// What the bench needs to start both relays: the Switchboard binary, the baseline's directory and
@@ -49,6 +70,8 @@ struct LaunchSettings: Sendable {
 final class Launcher: @unchecked Sendable {
     let settings: LaunchSettings
     let backendPort: Int
+    /// When set, scenarios run against these nodes and nothing is started.
+    var external: ExternalTarget?
     /// Guarded by `lock`: a signal handler stops them from another thread.
     private var processes: [Int32] = []
     private let lock = NIOLock()
@@ -65,6 +88,9 @@ final class Launcher: @unchecked Sendable {
         nodes count: Int,
         _ body: (Cluster) async throws -> T
     ) async throws -> T {
+        if let external = self.external {
+            return try await body(Cluster(kind: kind, nodes: external.nodes, redisURL: external.redisURL, redisPID: nil, path: external.path))
+        }
         defer { self.stopAll() }
         self.launches += 1
         let redisPort = try freePort()
@@ -111,7 +137,7 @@ final class Launcher: @unchecked Sendable {
             try await waitForPort(node.port, process: process)
             if kind == .switchboard { try await waitForReady(node) }
         }
-        let cluster = Cluster(kind: kind, nodes: nodes, redisPort: redisPort, redisPID: redis)
+        let cluster = Cluster(kind: kind, nodes: nodes, redisURL: "redis://127.0.0.1:\(redisPort)/0", redisPID: redis)
         return try await body(cluster)
     }
 

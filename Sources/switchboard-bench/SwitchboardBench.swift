@@ -39,6 +39,24 @@ struct SwitchboardBench: AsyncParsableCommand {
     @Option(help: "Nodes per cluster.")
     var nodes = 2
     @Option(
+        help: """
+            Measure nodes already running, host:port,host:port…, as the one system named by --systems: nothing is \
+            started, and no CPU or memory figures are taken. The nodes must accept tokens signed with --jwt-secret \
+            and ask the bench's backend (--backend-port) for users and channels; Switchboard's API needs --api-key.
+            """
+    )
+    var target: String?
+    @Option(help: "Socket.IO path of the --target nodes.")
+    var targetPath = "/ws/socket.io"
+    @Option(help: "Redis URL of the --target cluster (the python-socketio emitter and caller publish there).")
+    var targetRedis: String?
+    @Option(help: "HMAC secret the bench signs HS256 tokens with.")
+    var jwtSecret = Self.secret
+    @Option(help: "Bearer key of Switchboard's HTTP API.")
+    var apiKey = Self.apiKey
+    @Option(help: "Port of the bench's backend on 127.0.0.1 (0: any free port).")
+    var backendPort = 0
+    @Option(
         help: "Event-loop threads per Switchboard node; 0 for one per core. One by default: the nodes share the cores with each other, Redis and the load generator, and each baseline node is one Python thread."
     )
     var nodeThreads = 1
@@ -100,10 +118,10 @@ struct SwitchboardBench: AsyncParsableCommand {
         guard unknown.isEmpty else { throw ValidationError("unknown scenarios: \(unknown.sorted())") }
         guard !kinds.isEmpty else { throw ValidationError("no known system in --systems") }
         guard self.rooms > 0, self.clients >= self.rooms else { throw ValidationError("--clients must be at least --rooms") }
-        if kinds.contains(.switchboard), !FileManager.default.isExecutableFile(atPath: self.switchboardBinary) {
+        if self.target == nil, kinds.contains(.switchboard), !FileManager.default.isExecutableFile(atPath: self.switchboardBinary) {
             throw ValidationError("no switchboard binary at \(self.switchboardBinary): swift build -c release --product switchboard")
         }
-        if kinds.contains(.baseline),
+        if self.target == nil, kinds.contains(.baseline),
             !FileManager.default.fileExists(atPath: "\(self.baselineDirectory)/owui_socket.py")
         {
             throw ValidationError("no owui_socket.py in \(self.baselineDirectory)")
@@ -123,20 +141,36 @@ struct SwitchboardBench: AsyncParsableCommand {
         // The load generator: one event loop, so that every counter lives on one thread.
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = clientGroup.next()
-        let backend = try await BenchBackend.start(group: MultiThreadedEventLoopGroup.singleton, channels: self.rooms)
+        var external: ExternalTarget?
+        if let target = self.target {
+            guard kinds.count == 1 else { throw ValidationError("--target measures one system: name it with --systems") }
+            let unsupported = wanted.intersection(["idle", "redis"])
+            guard unsupported.isEmpty else {
+                throw ValidationError("\(unsupported.sorted().joined(separator: ", ")) need nodes the bench starts; leave them out of --scenarios")
+            }
+            external = try ExternalTarget.parse(target, path: self.targetPath, redisURL: self.targetRedis)
+        }
+        let backend = try await BenchBackend.start(
+            group: MultiThreadedEventLoopGroup.singleton,
+            channels: self.rooms,
+            port: self.backendPort
+        )
+        Progress.finish("backend for users and channels on 127.0.0.1:\(backend.port)")
         let launcher = Launcher(
             settings: LaunchSettings(
                 switchboardBinary: self.switchboardBinary,
                 baselineDirectory: self.baselineDirectory,
                 python: self.python,
                 redisServer: self.redisServer,
-                secret: Self.secret,
-                apiKey: Self.apiKey,
+                secret: self.jwtSecret,
+                apiKey: self.apiKey,
                 nodeThreads: self.nodeThreads,
                 logDirectory: logDirectory
             ),
             backendPort: backend.port
         )
+        launcher.external = external
+        let nodeCount = external?.nodes.count ?? self.nodes
         // Interrupted, the bench stops the servers it started rather than leave them running.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -151,15 +185,16 @@ struct SwitchboardBench: AsyncParsableCommand {
             return source
         }
         defer { interruptions.forEach { $0.cancel() } }
-        let minter = TokenMinter(secret: Self.secret)
+        let minter = TokenMinter(secret: self.jwtSecret)
         var report = BenchReport(
             started: ISO8601DateFormatter().string(from: Date()),
             command: CommandLine.arguments.joined(separator: " "),
             machine: Self.machineDescription(),
             settings: [
-                "nodes": "\(self.nodes)", "clients": "\(self.clients)", "rooms": "\(self.rooms)",
+                "nodes": "\(nodeCount)", "clients": "\(self.clients)", "rooms": "\(self.rooms)",
                 "publishers": "\(self.publishers)", "Switchboard threads per node": "\(self.nodeThreads)", "step seconds": "\(self.stepSeconds)",
                 "latency bound ms": "\(self.latencyBound)", "open files limit": "\(openFiles)",
+                "target": self.target ?? "clusters started by the bench",
             ]
         )
         let fanoutOptions = FanoutOptions(
@@ -177,13 +212,13 @@ struct SwitchboardBench: AsyncParsableCommand {
         defer { launcher.stopAll() }
         for (name, origin) in [("fanout", FanoutOrigin.client), ("backend", .backend)] where wanted.contains(name) {
             for kind in kinds {
-                Progress.finish("\(name): \(kind.title), \(self.clients) clients on \(self.nodes) nodes, \(self.rooms) rooms")
+                Progress.finish("\(name): \(kind.title), \(self.clients) clients on \(nodeCount) nodes, \(self.rooms) rooms")
                 let scenario = FanoutScenario(
                     options: fanoutOptions,
                     origin: origin,
                     loop: loop,
                     minter: minter,
-                    apiKey: Self.apiKey,
+                    apiKey: self.apiKey,
                     supportDirectory: self.supportDirectory,
                     python: self.python
                 )
@@ -193,7 +228,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         if wanted.contains("storm") {
             for kind in kinds {
                 let count = kind == .switchboard ? stormConnections : self.baselineStormConnections
-                Progress.finish("connect-storm: \(kind.title), \(count) connections over \(self.nodes) nodes")
+                Progress.finish("connect-storm: \(kind.title), \(count) connections over \(nodeCount) nodes")
                 let scenario = StormScenario(connections: count, concurrency: self.stormConcurrency, loop: loop, minter: minter)
                 report.storm.append(try await launcher.withCluster(kind, nodes: self.nodes) { try await scenario.run(on: $0) })
             }
@@ -214,14 +249,14 @@ struct SwitchboardBench: AsyncParsableCommand {
         }
         if wanted.contains("ack") {
             for kind in kinds {
-                Progress.finish("ack: \(kind.title), \(self.ackCalls) calls to \(self.ackTargets) sids over \(self.nodes) nodes")
+                Progress.finish("ack: \(kind.title), \(self.ackCalls) calls to \(self.ackTargets) sids over \(nodeCount) nodes")
                 let scenario = AckScenario(
                     targets: self.ackTargets,
                     calls: self.ackCalls,
                     concurrency: self.ackConcurrency,
                     loop: loop,
                     minter: minter,
-                    apiKey: Self.apiKey,
+                    apiKey: self.apiKey,
                     supportDirectory: self.supportDirectory,
                     python: self.python,
                     workDirectory: outDirectory

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from livehelpers import artifact_path, binary_path, report_artifact
+from livehelpers import artifact_path, binary_path, free_port, report_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = Path(os.environ.get("SWITCHBOARD_BASELINE", ROOT.parent / "shared" / "baseline"))
@@ -78,3 +78,41 @@ def test_bench_runs_every_scenario_on_both_clusters(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("<svg") >= 6 and "python-socketio" in html and "Connect storm" in html
     report_artifact("bench/report.html")
+
+
+@pytest.mark.timeout(300)
+def test_bench_measures_nodes_it_did_not_start(serve_factory, redis_server, tmp_path):
+    """--target: the clients spread over nodes started elsewhere, which ask the bench's backend
+    (on --backend-port) for users and channels and accept its tokens."""
+    backend_port = free_port()
+    secret = "external-target-secret-0123456789abcdef0123456789"
+    args = ("--redis-url", redis_server.url, "--jwt-secret", secret, "--api-key", "external-api-key-0123456789",
+            "--backend-url", f"http://127.0.0.1:{backend_port}", "--broadcast-presence", "false")
+    nodes = [serve_factory(*args), serve_factory(*args)]
+    out = tmp_path / "bench"
+    run = subprocess.run(
+        [str(bench_binary()), "--target", ",".join(f"127.0.0.1:{n.port}" for n in nodes), "--systems", "switchboard",
+         "--target-redis", redis_server.url, "--jwt-secret", secret, "--api-key", "external-api-key-0123456789",
+         "--backend-port", str(backend_port), "--python", sys.executable,
+         "--support-directory", str(ROOT / "scripts" / "bench-support"), "--out", str(out),
+         "--scenarios", "fanout,backend,storm,ack", "--clients", "20", "--rooms", "2", "--publishers", "2",
+         "--step-seconds", "1", "--start-rate", "10", "--max-steps", "1", "--storm-connections", "100",
+         "--ack-targets", "4", "--ack-calls", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["nodes"] == "2"
+    for r in results["fanout"]:
+        step = r["steps"][0]
+        assert step["published"] == 10 and step["delivered"] == step["expectedDeliveries"] == 100, (r["origin"], step)
+        assert step["serverCPUSeconds"] == 0  # no pids of nodes it did not start
+    assert results["storm"][0]["ready"] == 100
+    assert all(r["answered"] == 20 for r in results["ack"]), results["ack"]
+    # Refused: idle needs the node's process for its memory.
+    refused = subprocess.run(
+        [str(bench_binary()), "--target", f"127.0.0.1:{nodes[0].port}", "--systems", "switchboard",
+         "--scenarios", "idle", "--out", str(tmp_path / "refused")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode != 0 and "idle" in refused.stderr, refused.stderr
