@@ -42,6 +42,9 @@ public final class SwitchboardServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             // Few reads per connection per loop turn, so one busy client cannot starve the others.
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            // Each connection keeps its receive buffer between reads: start it small (most reads are
+            // pings and short events, and it grows when reads fill it) so idle connections cost little.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try EnginePipeline.configure(channel: channel, router: router)

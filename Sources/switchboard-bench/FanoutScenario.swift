@@ -197,6 +197,10 @@ struct FanoutScenario {
         try await Task.sleep(for: .seconds(2))
         let idleRate = idleCPU.elapsed() / 2
 
+        // One unrecorded step at the first rate: first-message costs (caches, allocators, lazy setup
+        // in either relay) are not a property of any rate.
+        _ = try await self.step(rate: self.options.startRate, meter: meter, cluster: cluster, idleCPUPerSecond: idleRate)
+
         var steps: [FanoutStep] = []
         var rate = self.options.startRate
         for _ in 0..<self.options.maxSteps {
