@@ -234,12 +234,9 @@ struct FanoutScenario {
 
     private func step(rate: Double, meter: FanoutMeter, cluster: Cluster, idleCPUPerSecond: Double) async throws -> FanoutStep {
         let began = ContinuousClock.now
-        var serverCPU = CPUMeter(pids: cluster.nodePIDs)
-        var redisCPU = CPUMeter(pids: cluster.redisPID.map { [$0] } ?? [])
-        var benchCPU = CPUMeter(pids: [getpid()])
-        serverCPU.reset()
-        redisCPU.reset()
-        benchCPU.reset()
+        let serverCPU = CPUMeter(pids: cluster.nodePIDs)
+        let redisCPU = CPUMeter(pids: cluster.redisPID.map { [$0] } ?? [])
+        let benchCPU = CPUMeter(pids: [getpid()])
         try await self.loop.submit { meter.start(rate: rate, seconds: self.options.stepSeconds) }.get()
         var published: Int
         var expected: Int

@@ -52,12 +52,13 @@ def test_bench_runs_every_scenario_on_both_clusters(tmp_path):
         assert first["expectedDeliveries"] == 200, (system, origin, first)
         assert first["delivered"] == 200 and first["lost"] == 0, (system, origin, first)
         assert first["latency"]["count"] == 200 and first["latency"]["p50"] > 0, (system, origin, first)
-    assert fanout[("switchboard", "client")]["steps"][0]["serverCPUSeconds"] >= 0
 
     storm = {r["system"]: r for r in results["storm"]}
     assert storm["switchboard"]["ready"] == 200 and storm["switchboard"]["failed"] == 0, storm["switchboard"]
     assert storm["baseline"]["ready"] == 100 and storm["baseline"]["failed"] == 0, storm["baseline"]
     assert storm["switchboard"]["handshakesPerSecond"] > 0
+    # CPU comes from /proc/<pid>/stat of the nodes the bench started: 200 handshakes take measurable time.
+    assert storm["switchboard"]["serverCPUSeconds"] > 0 and storm["baseline"]["serverCPUSeconds"] > 0, storm
 
     idle = {r["system"]: r for r in results["idle"]}
     for system, count in (("switchboard", 300), ("baseline", 100)):
