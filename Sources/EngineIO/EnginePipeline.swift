@@ -75,7 +75,10 @@ public enum EnginePipeline {
             ChannelOptions.writeBufferWaterMark,
             value: .init(low: configuration.maxOutboundBytes / 2, high: configuration.maxOutboundBytes)
         ).whenFailure { _ in }
+        let frameWriter = WebSocketFrameWriter(eventLoop: channel.eventLoop)
         do {
+            // At the head end, below the frame encoder: broadcasts write frames framed once.
+            try channel.pipeline.syncOperations.addHandler(frameWriter, position: .first)
             try channel.pipeline.syncOperations.addHandler(WebSocketMaskCheck())
             try channel.pipeline.syncOperations.addHandler(
                 NIOWebSocketFrameAggregator(
@@ -92,7 +95,7 @@ public enum EnginePipeline {
             guard let session = endpoint.session(id: sid) else {
                 return channel.close()
             }
-            return session.eventLoop.submit { session.attachProbe(channel) }
+            return session.eventLoop.submit { session.attachProbe(channel, frameWriter: frameWriter) }
                 .hop(to: channel.eventLoop)
                 .flatMapThrowing { accepted in
                     guard accepted else {
@@ -110,7 +113,12 @@ public enum EnginePipeline {
             headers: HTTPHeadersSnapshot(head.headers),
             remoteAddress: channel.remoteAddress
         )
-        let session = endpoint.openSession(on: channel.eventLoop, transport: .websocket(channel), handshake: handshake)
+        let session = endpoint.openSession(
+            on: channel.eventLoop,
+            transport: .websocket(channel),
+            handshake: handshake,
+            frameWriter: frameWriter
+        )
         do {
             try channel.pipeline.syncOperations.addHandler(EngineWebSocketHandler(session: session, role: .transport))
         } catch {

@@ -51,7 +51,8 @@ public final class EngineServer: Sendable {
     func openSession(
         on eventLoop: EventLoop,
         transport: EngineSession.Transport,
-        handshake: EngineHandshakeInfo
+        handshake: EngineHandshakeInfo,
+        frameWriter: WebSocketFrameWriter? = nil
     ) -> EngineSession {
         eventLoop.assertInEventLoop()
         let session = EngineSession(
@@ -60,6 +61,7 @@ public final class EngineServer: Sendable {
             configuration: configuration,
             transport: transport,
             handshake: handshake,
+            frameWriter: frameWriter,
             logger: logger,
             metrics: metrics,
             onClose: { [weak self] session in

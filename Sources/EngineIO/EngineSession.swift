@@ -58,6 +58,12 @@ public final class EngineSession: @unchecked Sendable {
     private var pollQueue: [EngineOutboundPacket] = []
     private var pollQueueBytes = 0
     private var pollFlushScheduled = false
+    /// Writes pre-framed broadcasts below the WebSocket encoder, when the transport's channel is on
+    /// this session's loop.
+    private var frameWriter: WebSocketFrameWriter?
+    private var probeFrameWriter: WebSocketFrameWriter?
+    /// Broadcast frames were written and wait for `flushBroadcastWrites()`.
+    private var awaitingBroadcastFlush = false
     /// Closed by the server while no poll was parked: the queue (ending with a close packet) waits
     /// for the client's next GET, then the session is forgotten.
     private var lingering: Scheduled<Void>?
@@ -69,6 +75,7 @@ public final class EngineSession: @unchecked Sendable {
         configuration: EngineConfiguration,
         transport: Transport,
         handshake: EngineHandshakeInfo,
+        frameWriter: WebSocketFrameWriter? = nil,
         logger: Logger,
         metrics: EngineMetrics,
         onClose: @escaping @Sendable (EngineSession) -> Void
@@ -80,6 +87,7 @@ public final class EngineSession: @unchecked Sendable {
         if case .websocket = transport {
             self.initialTransport = .websocket
             self.upgrade = .done
+            self.frameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
         } else {
             self.initialTransport = .polling
         }
@@ -147,6 +155,36 @@ public final class EngineSession: @unchecked Sendable {
         case .binary(let bytes):
             send(.binary(bytes))
         }
+    }
+
+    /// Sends packets encoded once for many sessions (a broadcast). On a WebSocket the shared frames
+    /// are written but not flushed: returns true when this call left the session waiting for
+    /// `flushBroadcastWrites()`, which the broadcaster calls once after its batch, so everything
+    /// a client gets in one loop tick leaves in one system call.
+    public func sendBroadcast(_ packets: EngineBroadcastPackets) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard !isClosed else { return false }
+        guard case .websocket(let channel) = transport, case .done = upgrade else {
+            for packet in packets.packets { enqueueForPoll(packet) }
+            return false
+        }
+        guard let frameWriter else {
+            for packet in packets.packets { write(packet, to: channel) }
+            return false
+        }
+        metrics.websocket.sentBytes.increment(by: packets.byteCount)
+        frameWriter.write(frames: packets.webSocketFrames)
+        if awaitingBroadcastFlush { return false }
+        awaitingBroadcastFlush = true
+        return true
+    }
+
+    /// Flushes broadcast frames written by `sendBroadcast(_:)`.
+    public func flushBroadcastWrites() {
+        eventLoop.assertInEventLoop()
+        guard awaitingBroadcastFlush else { return }
+        awaitingBroadcastFlush = false
+        frameWriter?.flush()
     }
 
     private func write(_ packet: EngineOutboundPacket, to channel: Channel) {
@@ -306,9 +344,10 @@ public final class EngineSession: @unchecked Sendable {
         return configuration.transports.contains(.websocket)
     }
 
-    func attachProbe(_ channel: Channel) -> Bool {
+    func attachProbe(_ channel: Channel, frameWriter: WebSocketFrameWriter?) -> Bool {
         eventLoop.assertInEventLoop()
         guard canAcceptProbe() else { return false }
+        probeFrameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
         let timeout = eventLoop.scheduleTask(in: configuration.upgradeTimeout) { [weak self] () -> Void in
             self?.probeFailed(channel, closeIt: true)
         }
@@ -335,6 +374,8 @@ public final class EngineSession: @unchecked Sendable {
             timeout?.cancel()
             upgrade = .done
             transport = .websocket(channel)
+            frameWriter = probeFrameWriter
+            probeFrameWriter = nil
             metrics.polling.connections.decrement()
             metrics.websocket.connections.increment()
             if let poll = pendingPoll {
@@ -358,6 +399,7 @@ public final class EngineSession: @unchecked Sendable {
         guard case .probing(let probe, let timeout) = upgrade, probe === channel else { return }
         timeout?.cancel()
         upgrade = .none
+        probeFrameWriter = nil
         if closeIt { channel.close(promise: nil) }
         schedulePollFlush()
     }

@@ -1,3 +1,4 @@
+import EngineIO
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -147,10 +148,12 @@ public final class InMemoryAdapter: SocketIOAdapter {
 
     public func broadcast(_ packet: EncodedPacket, options: BroadcastOptions) {
         let tally = FanOutTally(parts: shards.count, metrics: metrics)
+        let packets = packet.engineBroadcastPackets
         let deliver: @Sendable (RoomShard) -> Void = { shard in
             var count = 0
+            let flushes = shard.flushes
             shard.forEach(matching: options) { socket in
-                if socket.write(packet) { count += 1 }
+                if socket.writeBroadcast(packets, flushes: flushes) { count += 1 }
             }
             tally.partDone(recipients: count)
         }
@@ -172,16 +175,18 @@ public final class InMemoryAdapter: SocketIOAdapter {
     ) {
         let collector = AckCollector(expectedParts: shards.count, timeout: timeout, on: queryLoop, completion: completion)
         let tally = FanOutTally(parts: shards.count, metrics: metrics)
+        let packets = packet.engineBroadcastPackets
         for shard in shards {
             shard.eventLoop.execute {
                 var count = 0
+                let flushes = shard.flushes
                 shard.forEach(matching: options) { socket in
                     guard socket.isConnected else { return }
                     count += 1
                     socket.expectAck(id: ackID, timeout: timeout) { result in
                         if case .success(let args) = result { collector.answer(args) }
                     }
-                    socket.write(packet)
+                    _ = socket.writeBroadcast(packets, flushes: flushes)
                 }
                 tally.partDone(recipients: count)
                 collector.partReported(recipients: count)
@@ -244,6 +249,36 @@ public final class InMemoryAdapter: SocketIOAdapter {
     }
 }
 
+/// Sessions one loop's broadcasts wrote to without flushing. They are flushed together by one task
+/// queued behind the loop's current work, so every broadcast handled in that stretch (a batch of
+/// messages from one Redis read, say) reaches each client in a single write.
+final class BroadcastFlushQueue: @unchecked Sendable {
+    // @unchecked Sendable: only used on `eventLoop` (asserted).
+    let eventLoop: EventLoop
+    private var waiting: [EngineSession] = []
+    private var spare: [EngineSession] = []
+    private var flushScheduled = false
+
+    init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func append(_ session: EngineSession) {
+        eventLoop.assertInEventLoop()
+        waiting.append(session)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.execute { self.flush() }
+    }
+
+    private func flush() {
+        flushScheduled = false
+        swap(&waiting, &spare)
+        for session in spare { session.flushBroadcastWrites() }
+        spare.removeAll(keepingCapacity: true)
+    }
+}
+
 /// The rooms of the sockets on one event loop.
 final class RoomShard: @unchecked Sendable {
     // @unchecked Sendable: `sockets` and `rooms` are only touched on `eventLoop` (asserted).
@@ -253,8 +288,11 @@ final class RoomShard: @unchecked Sendable {
     let roomCounter: RoomCounter
     private var sockets: [String: Socket] = [:]
     private var rooms: [String: Set<Socket>] = [:]
+    /// Sessions this loop's broadcasts wrote to and did not flush yet.
+    let flushes: BroadcastFlushQueue
 
     init(eventLoop: EventLoop, namespace: String, observer: RoomOccupancyObserver?, rooms: RoomCounter) {
+        self.flushes = BroadcastFlushQueue(eventLoop: eventLoop)
         self.eventLoop = eventLoop
         self.namespace = namespace
         self.observer = observer

@@ -134,6 +134,16 @@ public final class Socket: @unchecked Sendable, Hashable {
         return true
     }
 
+    /// Writes a broadcast's packets, encoded and framed once for every recipient. Returns false if
+    /// the socket is not connected; a session left waiting for a flush goes to `flushes`.
+    func writeBroadcast(_ packets: EngineBroadcastPackets, flushes: BroadcastFlushQueue) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard isConnected else { return false }
+        let session = client.session
+        if session.sendBroadcast(packets) { flushes.append(session) }
+        return true
+    }
+
     func sendAck(id: Int, args: [JSONValue]) {
         eventLoop.assertInEventLoop()
         write(SocketIOPacketCodec.encode(.ack, namespace: namespace.name, ackID: id, payload: .array(args)))

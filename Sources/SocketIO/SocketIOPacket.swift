@@ -52,6 +52,14 @@ public struct EncodedPacket: Sendable, Equatable {
         self.attachments = attachments
     }
 
+    /// The packet as Engine.IO packets, framed once for every recipient of a broadcast.
+    public var engineBroadcastPackets: EngineBroadcastPackets {
+        var packets: [EngineOutboundPacket] = [.text(text)]
+        packets.reserveCapacity(1 + attachments.count)
+        for attachment in attachments { packets.append(.binary(attachment)) }
+        return EngineBroadcastPackets(packets)
+    }
+
     /// The Socket.IO packet without the Engine.IO type digit, as text (for tests and logs).
     public var socketIOText: String {
         String(decoding: text.readableBytesView.dropFirst(), as: UTF8.self)

@@ -99,6 +99,14 @@ final class EngineHarness {
         return (sid, response)
     }
 
+    /// A WebSocket connection that passed the upgrade as `sid`'s probe.
+    func probe(_ sid: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> TestConnection {
+        let probe = try connect()
+        try probe.upgrade(Target.websocket(sid))
+        #expect(try probe.expectResponse().status == 101, sourceLocation: sourceLocation)
+        return probe
+    }
+
     func finish() {
         for connection in connections { connection.close() }
         connections.removeAll()
