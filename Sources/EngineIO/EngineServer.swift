@@ -17,6 +17,9 @@ public final class EngineServer: Sendable {
     /// Sessions by id. Touched when a session opens or closes and by polling requests and
     /// upgrades — never per WebSocket message.
     private let sessions = NIOLockedValueBox<[String: EngineSession]>([:])
+    /// Each loop's session timers, made on the first session there. Holding the loop keeps its
+    /// identifier from being reused while the entry exists.
+    private let loopTimers = NIOLockedValueBox<[ObjectIdentifier: LoopTimers]>([:])
 
     /// - Parameter metrics: the sessions' instruments; by default made from the bootstrapped factory.
     public init(
@@ -55,12 +58,19 @@ public final class EngineServer: Sendable {
         frameWriter: WebSocketFrameWriter? = nil
     ) -> EngineSession {
         eventLoop.assertInEventLoop()
+        let timers = loopTimers.withLockedValue { all in
+            if let timers = all[ObjectIdentifier(eventLoop)] { return timers }
+            let timers = LoopTimers(eventLoop: eventLoop)
+            all[ObjectIdentifier(eventLoop)] = timers
+            return timers
+        }
         let session = EngineSession(
             id: SessionID.make(),
             eventLoop: eventLoop,
             configuration: configuration,
             transport: transport,
             handshake: handshake,
+            timers: timers,
             frameWriter: frameWriter,
             logger: logger,
             metrics: metrics,

@@ -44,7 +44,7 @@ public final class EngineSession: @unchecked Sendable {
     enum Upgrade {
         case none
         /// A WebSocket is probing; GETs get a `6` so the client stops polling.
-        case probing(Channel, Scheduled<Void>?)
+        case probing(Channel, LoopTimers.Timer?)
         case done
     }
 
@@ -53,7 +53,9 @@ public final class EngineSession: @unchecked Sendable {
     public var isClosed: Bool { closeReason != nil }
     public private(set) var closeReason: DisconnectReason?
     private var heartbeat: HeartbeatStateMachine
-    private var heartbeatTimer: Scheduled<Void>?
+    /// The loop's session timers: heartbeats and timeouts (see `LoopTimers`).
+    public let timers: LoopTimers
+    private var heartbeatTimer: LoopTimers.Timer?
     private var pendingPoll: EventLoopPromise<ByteBuffer>?
     private var pollQueue: [EngineOutboundPacket] = []
     private var pollQueueBytes = 0
@@ -66,7 +68,7 @@ public final class EngineSession: @unchecked Sendable {
     private var awaitingBroadcastFlush = false
     /// Closed by the server while no poll was parked: the queue (ending with a close packet) waits
     /// for the client's next GET, then the session is forgotten.
-    private var lingering: Scheduled<Void>?
+    private var lingering: LoopTimers.Timer?
     private let onClose: @Sendable (EngineSession) -> Void
 
     init(
@@ -75,13 +77,16 @@ public final class EngineSession: @unchecked Sendable {
         configuration: EngineConfiguration,
         transport: Transport,
         handshake: EngineHandshakeInfo,
+        timers: LoopTimers,
         frameWriter: WebSocketFrameWriter? = nil,
         logger: Logger,
         metrics: EngineMetrics,
         onClose: @escaping @Sendable (EngineSession) -> Void
     ) {
+        precondition(timers.eventLoop === eventLoop, "a session's timers run on its loop")
         self.id = id
         self.eventLoop = eventLoop
+        self.timers = timers
         self.configuration = configuration
         self.transport = transport
         if case .websocket = transport {
@@ -348,7 +353,7 @@ public final class EngineSession: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard canAcceptProbe() else { return false }
         probeFrameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
-        let timeout = eventLoop.scheduleTask(in: configuration.upgradeTimeout) { [weak self] () -> Void in
+        let timeout = timers.schedule(in: configuration.upgradeTimeout) { [weak self] in
             self?.probeFailed(channel, closeIt: true)
         }
         upgrade = .probing(channel, timeout)
@@ -431,7 +436,7 @@ public final class EngineSession: @unchecked Sendable {
 
     private func armHeartbeat() {
         guard let deadline = heartbeat.nextDeadline else { return }
-        heartbeatTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] () -> Void in
+        heartbeatTimer = timers.schedule(deadline: deadline) { [weak self] in
             self?.heartbeatTimerFired()
         }
     }
@@ -498,7 +503,7 @@ public final class EngineSession: @unchecked Sendable {
             } else if Self.lingersForNextPoll(reason) {
                 pollQueue.append(farewell)
                 forgetNow = false
-                lingering = eventLoop.scheduleTask(in: configuration.pingTimeout) { [weak self] () -> Void in
+                lingering = timers.schedule(in: configuration.pingTimeout) { [weak self] in
                     guard let self else { return }
                     self.lingering = nil
                     self.pollQueue.removeAll()

@@ -52,7 +52,7 @@ public final class Socket: @unchecked Sendable, Hashable {
 
     var state: State = .connecting(buffered: [])
     private var nextAckID = 0
-    private var pendingAcks: [Int: (callback: AckCallback, timer: Scheduled<Void>)] = [:]
+    private var pendingAcks: [Int: (callback: AckCallback, timer: LoopTimers.Timer)] = [:]
 
     init(id: String, namespace: Namespace, client: SocketIOClient) {
         self.id = id
@@ -88,8 +88,7 @@ public final class Socket: @unchecked Sendable, Hashable {
         }
         let id = nextAckID
         nextAckID += 1
-        let timer = eventLoop.scheduleTask(in: timeout ?? client.server.configuration.ackTimeout) {
-            [weak self] () -> Void in
+        let timer = session.timers.schedule(in: timeout ?? client.server.configuration.ackTimeout) { [weak self] in
             self?.ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)
@@ -103,7 +102,7 @@ public final class Socket: @unchecked Sendable, Hashable {
             callback(.failure(.disconnected))
             return
         }
-        let timer = eventLoop.scheduleTask(in: timeout) { [weak self] () -> Void in
+        let timer = session.timers.schedule(in: timeout) { [weak self] in
             self?.ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)

@@ -11,7 +11,7 @@ final class SocketIOClient: EngineSessionDelegate {
     private var sockets: [String: Socket] = [:]
     /// A binary packet waiting for its attachments.
     private var partial: (packet: SocketIOPacket, attachments: [ByteBuffer])?
-    private var connectTimer: Scheduled<Void>?
+    private var connectTimer: LoopTimers.Timer?
 
     init(server: SocketIOServer, session: EngineSession) {
         self.server = server
@@ -19,8 +19,7 @@ final class SocketIOClient: EngineSessionDelegate {
     }
 
     func start() {
-        connectTimer = session.eventLoop.assumeIsolated().scheduleTask(in: server.configuration.connectTimeout) {
-            [weak self] () -> Void in
+        connectTimer = session.timers.schedule(in: server.configuration.connectTimeout) { [weak self] in
             guard let self, self.sockets.isEmpty else { return }
             self.session.close(reason: .connectTimeout, detail: "no namespace connected")
         }

@@ -35,7 +35,9 @@ final class BackendClient: Sendable {
         self.baseURL = baseURL
         self.timeout = timeout
         var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: timeout, read: timeout)
+        // Each request carries a deadline of `timeout`; a read timeout as well would arm and cancel
+        // a second timer on every read.
+        configuration.timeout = .init(connect: timeout)
         configuration.redirectConfiguration = .disallow
         self.http = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
     }
