@@ -353,8 +353,8 @@ public final class EngineSession: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard canAcceptProbe() else { return false }
         probeFrameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
-        let timeout = timers.schedule(in: configuration.upgradeTimeout) { [weak self] in
-            self?.probeFailed(channel, closeIt: true)
+        let timeout = timers.schedule(in: configuration.upgradeTimeout) { [self] in
+            probeFailed(channel, closeIt: true)
         }
         upgrade = .probing(channel, timeout)
         return true
@@ -434,10 +434,13 @@ public final class EngineSession: @unchecked Sendable {
 
     // MARK: Heartbeat
 
+    /// The timers hold the session strongly until they fire or are cancelled (`close` cancels
+    /// them): a weak reference would give the session a side table, which makes every retain and
+    /// release of it, once per recipient of every broadcast, take the slow path.
     private func armHeartbeat() {
         guard let deadline = heartbeat.nextDeadline else { return }
-        heartbeatTimer = timers.schedule(deadline: deadline) { [weak self] in
-            self?.heartbeatTimerFired()
+        heartbeatTimer = timers.schedule(deadline: deadline) { [self] in
+            heartbeatTimerFired()
         }
     }
 
@@ -503,8 +506,7 @@ public final class EngineSession: @unchecked Sendable {
             } else if Self.lingersForNextPoll(reason) {
                 pollQueue.append(farewell)
                 forgetNow = false
-                lingering = timers.schedule(in: configuration.pingTimeout) { [weak self] in
-                    guard let self else { return }
+                lingering = timers.schedule(in: configuration.pingTimeout) { [self] in
                     self.lingering = nil
                     self.pollQueue.removeAll()
                     self.onClose(self)

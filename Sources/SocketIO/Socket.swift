@@ -88,8 +88,10 @@ public final class Socket: @unchecked Sendable, Hashable {
         }
         let id = nextAckID
         nextAckID += 1
-        let timer = session.timers.schedule(in: timeout ?? client.server.configuration.ackTimeout) { [weak self] in
-            self?.ackTimedOut(id: id)
+        // Held strongly until answered, timed out or failed on disconnect (no weak reference: see
+        // `EngineSession.armHeartbeat`).
+        let timer = session.timers.schedule(in: timeout ?? client.server.configuration.ackTimeout) { [self] in
+            ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)
         deliver(SocketIOPacketCodec.event(event, args, namespace: namespace.name, ackID: id))
@@ -102,8 +104,8 @@ public final class Socket: @unchecked Sendable, Hashable {
             callback(.failure(.disconnected))
             return
         }
-        let timer = session.timers.schedule(in: timeout) { [weak self] in
-            self?.ackTimedOut(id: id)
+        let timer = session.timers.schedule(in: timeout) { [self] in
+            ackTimedOut(id: id)
         }
         pendingAcks[id] = (callback, timer)
     }

@@ -19,8 +19,10 @@ final class SocketIOClient: EngineSessionDelegate {
     }
 
     func start() {
-        connectTimer = session.timers.schedule(in: server.configuration.connectTimeout) { [weak self] in
-            guard let self, self.sockets.isEmpty else { return }
+        // Held strongly until a namespace connects or the session closes (no weak reference: see
+        // `EngineSession.armHeartbeat`).
+        connectTimer = session.timers.schedule(in: server.configuration.connectTimeout) { [self] in
+            guard self.sockets.isEmpty else { return }
             self.session.close(reason: .connectTimeout, detail: "no namespace connected")
         }
     }
