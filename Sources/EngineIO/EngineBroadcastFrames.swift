@@ -63,7 +63,7 @@ enum WebSocketFrameHeader {
 /// Sits at the head end of a WebSocket connection's pipeline, below the frame encoder, and writes
 /// bytes that are already frames (`EngineBroadcastPackets.webSocketFrames`) straight to the socket.
 /// Everything else passes through.
-final class WebSocketFrameWriter: ChannelOutboundHandler, RemovableChannelHandler, @unchecked Sendable {
+final class WebSocketFrameWriter: ChannelOutboundHandler, @unchecked Sendable {
     // @unchecked Sendable: only used on its channel's event loop; a session uses it only when it
     // lives on that loop, and otherwise writes through the channel.
     typealias OutboundIn = ByteBuffer

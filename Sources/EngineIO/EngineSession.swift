@@ -43,8 +43,9 @@ public final class EngineSession: @unchecked Sendable {
 
     enum Upgrade {
         case none
-        /// A WebSocket is probing; GETs get a `6` so the client stops polling.
-        case probing(Channel, LoopTimers.Timer?)
+        /// A WebSocket is probing; GETs get a `6` so the client stops polling. Its frame writer
+        /// becomes the session's on upgrade.
+        case probing(Channel, timeout: LoopTimers.Timer, writer: WebSocketFrameWriter?)
         case done
     }
 
@@ -63,7 +64,6 @@ public final class EngineSession: @unchecked Sendable {
     /// Writes pre-framed broadcasts below the WebSocket encoder, when the transport's channel is on
     /// this session's loop.
     private var frameWriter: WebSocketFrameWriter?
-    private var probeFrameWriter: WebSocketFrameWriter?
     /// Broadcast frames were written and wait for `flushBroadcastWrites()`.
     private var awaitingBroadcastFlush = false
     /// Closed by the server while no poll was parked: the queue (ending with a close packet) waits
@@ -92,7 +92,7 @@ public final class EngineSession: @unchecked Sendable {
         if case .websocket = transport {
             self.initialTransport = .websocket
             self.upgrade = .done
-            self.frameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
+            self.frameWriter = Self.usable(frameWriter, on: eventLoop)
         } else {
             self.initialTransport = .polling
         }
@@ -182,6 +182,12 @@ public final class EngineSession: @unchecked Sendable {
         if awaitingBroadcastFlush { return false }
         awaitingBroadcastFlush = true
         return true
+    }
+
+    /// A writer can write from this session only if its channel runs on the session's loop.
+    private static func usable(_ writer: WebSocketFrameWriter?, on eventLoop: EventLoop) -> WebSocketFrameWriter? {
+        guard let writer, writer.eventLoop === eventLoop else { return nil }
+        return writer
     }
 
     /// Flushes broadcast frames written by `sendBroadcast(_:)`.
@@ -352,18 +358,17 @@ public final class EngineSession: @unchecked Sendable {
     func attachProbe(_ channel: Channel, frameWriter: WebSocketFrameWriter?) -> Bool {
         eventLoop.assertInEventLoop()
         guard canAcceptProbe() else { return false }
-        probeFrameWriter = frameWriter.flatMap { $0.eventLoop === eventLoop ? $0 : nil }
         let timeout = timers.schedule(in: configuration.upgradeTimeout) { [self] in
             probeFailed(channel, closeIt: true)
         }
-        upgrade = .probing(channel, timeout)
+        upgrade = .probing(channel, timeout: timeout, writer: Self.usable(frameWriter, on: eventLoop))
         return true
     }
 
     /// A packet that arrived on the probing WebSocket.
     func receiveProbe(_ packet: EnginePacket, from channel: Channel) {
         eventLoop.assertInEventLoop()
-        guard case .probing(let probe, let timeout) = upgrade, probe === channel, !isClosed else {
+        guard case .probing(let probe, let timeout, let writer) = upgrade, probe === channel, !isClosed else {
             channel.close(promise: nil)
             return
         }
@@ -376,11 +381,10 @@ public final class EngineSession: @unchecked Sendable {
                 poll.succeed(Self.noopPayload)
             }
         case .text(.upgrade, _):
-            timeout?.cancel()
+            timeout.cancel()
             upgrade = .done
             transport = .websocket(channel)
-            frameWriter = probeFrameWriter
-            probeFrameWriter = nil
+            frameWriter = writer
             metrics.polling.connections.decrement()
             metrics.websocket.connections.increment()
             if let poll = pendingPoll {
@@ -401,10 +405,9 @@ public final class EngineSession: @unchecked Sendable {
     /// The probe WebSocket closed or failed: the session stays on polling.
     func probeFailed(_ channel: Channel, closeIt: Bool) {
         eventLoop.assertInEventLoop()
-        guard case .probing(let probe, let timeout) = upgrade, probe === channel else { return }
-        timeout?.cancel()
+        guard case .probing(let probe, let timeout, _) = upgrade, probe === channel else { return }
+        timeout.cancel()
         upgrade = .none
-        probeFrameWriter = nil
         if closeIt { channel.close(promise: nil) }
         schedulePollFlush()
     }
@@ -413,7 +416,7 @@ public final class EngineSession: @unchecked Sendable {
     /// connection is still open and is closed with that WebSocket close code.
     func websocketClosed(_ channel: Channel, reason: DisconnectReason, code: WebSocketErrorCode? = nil, detail: String? = nil) {
         eventLoop.assertInEventLoop()
-        if case .probing(let probe, _) = upgrade, probe === channel {
+        if case .probing(let probe, _, _) = upgrade, probe === channel {
             probeFailed(channel, closeIt: false)
             if let code { Self.closeWebSocket(channel, code: code) }
             return
@@ -477,8 +480,8 @@ public final class EngineSession: @unchecked Sendable {
         heartbeat.stop()
         heartbeatTimer?.cancel()
         heartbeatTimer = nil
-        if case .probing(let probe, let timeout) = upgrade {
-            timeout?.cancel()
+        if case .probing(let probe, let timeout, _) = upgrade {
+            timeout.cancel()
             probe.close(promise: nil)
         }
         var forgetNow = true

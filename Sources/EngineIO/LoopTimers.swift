@@ -20,7 +20,7 @@ public final class LoopTimers: @unchecked Sendable {
             self.action = action
         }
 
-        public var isPending: Bool { action != nil }
+        var isPending: Bool { action != nil }
 
         public func cancel() {
             action = nil
@@ -52,7 +52,7 @@ public final class LoopTimers: @unchecked Sendable {
     }
 
     /// Entries in the heap, cancelled ones included until they come due.
-    public var count: Int {
+    var count: Int {
         eventLoop.assertInEventLoop()
         return heap.count
     }

@@ -87,6 +87,16 @@ struct LoopTimersTests {
         #expect(timers.count == 3, "one heartbeat each")
         sessions[0].close(reason: .serverShutdown)
         harness.loop.run()
-        #expect(!sessions[1].isClosed)
+        // The closed heartbeat stays until due, without its action; the close packet lingers for
+        // the client's next poll on a timer of its own.
+        #expect(timers.count == 4)
+
+        // By the ping interval the linger ended and the dead entry went; the live sessions pinged and
+        // re-armed for the pong.
+        harness.loop.advanceTime(by: .seconds(25))
+        #expect(timers.count == 2)
+        #expect(!sessions[1].isClosed && !sessions[2].isClosed)
+        harness.loop.advanceTime(by: .seconds(20))
+        #expect(sessions[1].closeReason == .pingTimeout, "the heartbeat kept running from the shared heap")
     }
 }
