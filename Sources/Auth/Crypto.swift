@@ -225,3 +225,26 @@ enum HMACVerifier {
         }
     }
 }
+
+/// SHA-256 of a secret, for naming it in shared state without storing it.
+public enum TokenDigest {
+    /// Lower-case hex SHA-256 of `text`'s UTF-8 bytes.
+    public static func sha256Hex(_ text: String) -> String {
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        let bytes = Array(text.utf8)
+        let ok = bytes.withUnsafeBytes { data in
+            EVP_Digest(data.baseAddress, data.count, &output, &length, EVP_sha256(), nil) == 1
+        }
+        // EVP_Digest with SHA-256 fails only when OpenSSL cannot allocate a context.
+        precondition(ok, "SHA-256 failed")
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        var text = [UInt8]()
+        text.reserveCapacity(Int(length) * 2)
+        for byte in output.prefix(Int(length)) {
+            text.append(hex[Int(byte >> 4)])
+            text.append(hex[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}

@@ -60,6 +60,11 @@ final class BackendClient: Sendable {
         }
     }
 
+    /// GET `path` with the user's token; the raw answer body (possibly empty), for calls whose status is the answer.
+    func get(_ path: String, bearer token: String, on eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        request(.GET, path, bearer: token, body: nil, on: eventLoop)
+    }
+
     /// POST a JSON body; the raw answer body (possibly empty).
     func postJSON(_ path: String, bearer token: String?, body: ByteBuffer, on eventLoop: EventLoop)
         -> EventLoopFuture<ByteBuffer?>

@@ -37,6 +37,8 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         backend-user-path=\(configuration.backend.userPath)
         backend-channels-path=\(configuration.backend.channelsPath)
         backend-timeout=\(configuration.backend.timeout.nanoseconds / 1_000_000)ms
+        backend-revalidate-path=\(configuration.backend.revalidatePath)
+        revalidate-interval=\(configuration.backend.revalidateInterval.nanoseconds / 1_000_000)ms
         user-cache-ttl=\(configuration.backend.userCacheTTL.nanoseconds / 1_000_000)ms
         forward-events=\(configuration.effectiveForwardTarget.rawValue)
         forward-path=\(configuration.backend.forwardPath)

@@ -111,11 +111,15 @@ public struct ConfigurationReader {
             value,
             _ throws(ConfigurationError.Reason) in
             guard let enabled = parseBool(value) else { throw .init("must be true or false") }
-            if !enabled { config.socketIO.transports = .polling }
+            // As Open WebUI's server: websocket alone when on, polling alone when off.
+            config.socketIO.transports = enabled ? .websocket : .polling
         },
         Setting(
             flag: "redis-url",
-            environment: [("SWITCHBOARD_REDIS_URL", .milliseconds), ("WEBSOCKET_REDIS_URL", .milliseconds)]
+            // Open WebUI's WEBSOCKET_REDIS_URL falls back to its REDIS_URL.
+            environment: [
+                ("SWITCHBOARD_REDIS_URL", .milliseconds), ("WEBSOCKET_REDIS_URL", .milliseconds), ("REDIS_URL", .milliseconds),
+            ]
         ) { config, value, _ throws(ConfigurationError.Reason) in
             guard value.hasPrefix("redis://") || value.hasPrefix("rediss://") || value.hasPrefix("unix://") else {
                 throw .init("must be a redis://, rediss:// or unix:// URL")
@@ -213,6 +217,16 @@ public struct ConfigurationReader {
         text("backend-user-path", ["SWITCHBOARD_BACKEND_USER_PATH"], .path) { $0.backend.userPath = $1 },
         text("backend-channels-path", ["SWITCHBOARD_BACKEND_CHANNELS_PATH"], .path) { $0.backend.channelsPath = $1 },
         duration("backend-timeout", [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) { $0.backend.timeout = $1 },
+        text("backend-revalidate-path", ["SWITCHBOARD_BACKEND_REVALIDATE_PATH"], .path) { $0.backend.revalidatePath = $1 },
+        Setting(flag: "revalidate-interval", environment: [("SWITCHBOARD_REVALIDATE_INTERVAL", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            // Bare numbers are seconds here, for the flag too.
+            let interval = try parsePositiveDuration(value, unit: .seconds)
+            guard interval >= .seconds(1) else { throw .init("must be at least 1s") }
+            config.backend.revalidateInterval = interval
+        },
         duration("user-cache-ttl", [("SWITCHBOARD_USER_CACHE_TTL", .milliseconds)], allowsZero: true) { $0.backend.userCacheTTL = $1 },
         Setting(flag: "forward-events", environment: [("SWITCHBOARD_FORWARD_EVENTS", .seconds)]) {
             config,
@@ -227,6 +241,16 @@ public struct ConfigurationReader {
         text("forward-stream", ["SWITCHBOARD_FORWARD_STREAM"], .word) { $0.backend.forwardStream = $1 },
         toggle("broadcast-presence", ["SWITCHBOARD_BROADCAST_PRESENCE"]) { $0.contract.broadcastPresence = $1 },
         toggle("relay-events", ["SWITCHBOARD_RELAY_EVENTS"]) { $0.contract.relayEvents = $1 },
+        Setting(flag: "client-heartbeat-interval", environment: [("WEBSOCKET_HEARTBEAT_INTERVAL", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            // Open WebUI's reading, so that a node starts wherever Open WebUI does: whole seconds clamped to
+            // 5…90, anything else 30.
+            let trimmed = value.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()
+            let seconds = Int(String(trimmed)).map { min(max($0, 5), 90) } ?? 30
+            config.contract.clientHeartbeatInterval = .seconds(Int64(seconds))
+        },
         Setting(flag: "api-key", environment: [("SWITCHBOARD_API_KEY", .seconds)]) {
             config,
             value,

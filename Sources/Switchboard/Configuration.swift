@@ -20,16 +20,19 @@ public struct SwitchboardConfiguration: Sendable {
         public var pingInterval: TimeAmount = .seconds(25)
         /// Default 20 s.
         public var pingTimeout: TimeAmount = .seconds(20)
-        /// Largest HTTP POST body or WebSocket message, in bytes. Default 1,000,000.
-        public var maxPayload: Int = 1_000_000
+        /// Largest HTTP POST body or WebSocket message, in bytes. Default 16 MiB (Open WebUI 0.12's: a large
+        /// note's Yjs state travels as a JSON array of up to ~4 bytes per byte).
+        public var maxPayload: Int = 16 * 1024 * 1024
         /// A client must connect to a namespace within this time. Default 45 s.
         public var connectTimeout: TimeAmount = .seconds(45)
         /// Allowed browser origins; `*` allows any. Default `*`.
         public var corsOrigins: [String] = ["*"]
         /// Default both polling and websocket.
         public var transports: EngineTransports = .all
-        /// Bytes queued for one client before it is dropped as a slow consumer. Default 4 MiB.
-        public var maxOutboundBytes: Int = 4 * 1024 * 1024
+        /// Bytes queued for one client before it is dropped as a slow consumer. Default 32 MiB: room for a
+        /// 2 MiB note's `ydoc:document:state` (~8 MB of JSON) and what follows it, while a client that does not
+        /// read is still cut off.
+        public var maxOutboundBytes: Int = 32 * 1024 * 1024
 
         var cors: CORSPolicy {
             if corsOrigins.contains("*") { return .any }
@@ -116,6 +119,12 @@ public struct SwitchboardConfiguration: Sendable {
         public var timeout: TimeAmount = .seconds(5)
         /// How long a token's user and channels are reused. Default 60 s.
         public var userCacheTTL: TimeAmount = .seconds(60)
+        /// Default `/api/v1/users/user/info`: answers 2xx exactly while the user's own token passes every check
+        /// Open WebUI's socket makes (session stamp, token type, MFA, revocation, role), and records activity.
+        public var revalidatePath: String = "/api/v1/users/user/info"
+        /// Every token held by an authenticated socket is re-checked this often (Open WebUI: 30 s). Default 30 s,
+        /// at least 1 s.
+        public var revalidateInterval: TimeAmount = .seconds(30)
         /// Default: http with a backend URL, else redis with Redis, else none.
         public var forwardEvents: ForwardTarget?
         /// Default `/api/v1/socket/events`.
@@ -128,6 +137,9 @@ public struct SwitchboardConfiguration: Sendable {
     public struct ContractSettings: Sendable {
         /// Broadcast `user-list` and `usage` to everyone on connect, disconnect and usage. Default true.
         public var broadcastPresence: Bool = true
+        /// How often clients send `heartbeat` (Open WebUI's `WEBSOCKET_HEARTBEAT_INTERVAL`, which its front end
+        /// follows). A session silent for max(4 × this, 120 s) is reaped from SESSION_POOL. Default 30 s.
+        public var clientHeartbeatInterval: TimeAmount = .seconds(30)
         /// Also serve the generic `join` / `leave` / `publish` events (benchmarks). Default false: any
         /// client could join any room with them.
         public var relayEvents: Bool = false

@@ -2,6 +2,7 @@ import EngineIO
 import Logging
 import NIOCore
 import Presence
+import Redis
 import SocketIO
 
 /// Runs asynchronous steps one at a time in the order they were queued, on one event loop. A failed
@@ -45,6 +46,8 @@ final class ContractSession: @unchecked Sendable {
     static let maxWaitingEvents = 256
 
     var user: AuthenticatedUser?
+    /// The token `user` was authenticated with: kept in memory to re-validate it, never logged.
+    var token: String?
     let queue: OrderedWorkQueue
 
     init(eventLoop: EventLoop) {
@@ -73,6 +76,10 @@ struct OpenWebUIEvents: Sendable {
     let users: UserDirectory
     let presence: any PresenceStore
     let forwarder: EventForwarder
+    /// Re-checks the tokens of authenticated sockets; nil in tests that do not need it.
+    var revalidator: SessionRevalidator?
+    /// Where direct-completion chunks are published (the Redis Open WebUI's `redis_event_listener` reads).
+    var directCompletions: DirectCompletionChannel?
     let strict: Bool
     let broadcastPresence: Bool
     let nodeID: String
@@ -87,9 +94,13 @@ struct OpenWebUIEvents: Sendable {
         if strict {
             handlers.authorize = { socket, auth in
                 let session = ContractSession.of(socket)
-                return users.authenticate(token: Self.token(in: auth), on: socket.eventLoop)
+                let token = Self.token(in: auth)
+                return users.authenticate(token: token, on: socket.eventLoop)
                     .hop(to: socket.eventLoop)
-                    .map { user in session.user = user }
+                    .map { user in
+                        session.user = user
+                        session.token = token
+                    }
                     .flatMapError { error in
                         let reason = (error as? AuthenticationFailure)?.reason ?? "\(error)"
                         logger.info("connect refused", metadata: ["reason": "\(reason)", "sid": "\(socket.id)"])
@@ -103,10 +114,12 @@ struct OpenWebUIEvents: Sendable {
             let session = ContractSession.of(socket)
             session.enqueue(socket) {
                 if let user = session.user { return register(socket, user) }
-                return users.authenticate(token: Self.token(in: auth), on: socket.eventLoop)
+                let token = Self.token(in: auth)
+                return users.authenticate(token: token, on: socket.eventLoop)
                     .hop(to: socket.eventLoop)
                     .flatMap { user in
                         session.user = user
+                        session.token = token
                         return register(socket, user)
                     }
                     .flatMapError { error in
@@ -122,7 +135,12 @@ struct OpenWebUIEvents: Sendable {
                     var registered = socket.eventLoop.makeSucceededVoidFuture()
                     if session.user == nil {
                         session.user = user
+                        session.token = token
                         registered = register(socket, user)
+                    } else if let token, user.id == session.user?.id {
+                        // The newest token is the one re-validated from now on, as Python keeps it in the session.
+                        revalidator?.track(socket, token: token, userID: user.id, previousToken: session.token)
+                        session.token = token
                     }
                     return registered.flatMap { joinChannels(socket, token: token) }.map { () -> [JSONValue] in
                         [["id": .string(user.id), "name": .string(user.name)]]
@@ -137,7 +155,7 @@ struct OpenWebUIEvents: Sendable {
             let token = Self.token(in: args.first?["auth"])
             queue(socket, ack) { _ in
                 users.authenticate(token: token, on: socket.eventLoop).hop(to: socket.eventLoop).flatMap { _ in
-                    joinChannels(socket, token: token)
+                    joinChannels(socket, token: token, fresh: true)
                 }.map { [] }.recover { error in
                     report(error, "join-channels refused", socket)
                     return []
@@ -182,18 +200,38 @@ struct OpenWebUIEvents: Sendable {
                 }
             }
         }
+        handlers.on("join-note") { socket, args, ack in
+            let token = Self.token(in: args.first?["auth"])
+            let noteID = args.first?["note_id"]
+            queue(socket, ack) { _ in joinNote(socket, token: token, noteID: noteID).map { [] } }
+        }
         handlers.unhandled = { socket, event, args, ack in
+            if Self.isDirectCompletion(event) {
+                queue(socket, ack) { session in directCompletion(event, socket, session, args) }
+                return
+            }
             queue(socket, ack) { session in
                 forward(event, socket, session, args, wantsAck: ack != nil)
             }
         }
-        handlers.disconnected = { socket, _ in
+        handlers.disconnected = { socket, reason in
             let session = ContractSession.of(socket)
+            if let user = session.user, let token = session.token {
+                revalidator?.untrack(socket, token: token)
+                // Open WebUI disconnects a user's sockets when it ends their session; the client reconnects at
+                // once, and that reconnect must reach the backend, not a cached answer.
+                if reason == .serverDisconnect {
+                    users.markForRecheck(userID: user.id, on: socket.eventLoop).whenFailure { error in
+                        logger.warning("recheck mark not stored", metadata: ["reason": "\(error)", "user": "\(user.id)"])
+                    }
+                }
+            }
             // After everything the socket sent (a late pool write must not outlive the clean-up),
             // and even when its queue is full.
             session.queue.enqueue(evenIfFull: true) {
                 guard session.user != nil else { return socket.eventLoop.makeSucceededVoidFuture() }
                 session.user = nil
+                session.token = nil
                 return presence.removeSession(sid: socket.id).flatMap { removal in
                     guard removal.removed, broadcastPresence else { return socket.eventLoop.makeSucceededVoidFuture() }
                     return broadcastUserList(socket.namespace, on: socket.eventLoop)
@@ -232,6 +270,9 @@ struct OpenWebUIEvents: Sendable {
     /// An authenticated socket enters the pools and its user's room; everyone learns the user list.
     private func register(_ socket: Socket, _ user: AuthenticatedUser) -> EventLoopFuture<Void> {
         socket.join("user:\(user.id)")
+        if let token = ContractSession.of(socket).token {
+            revalidator?.track(socket, token: token, userID: user.id, previousToken: nil)
+        }
         return presence.addSession(
             sid: socket.id,
             userID: user.id,
@@ -244,9 +285,9 @@ struct OpenWebUIEvents: Sendable {
         }
     }
 
-    private func joinChannels(_ socket: Socket, token: String?) -> EventLoopFuture<Void> {
+    private func joinChannels(_ socket: Socket, token: String?, fresh: Bool = false) -> EventLoopFuture<Void> {
         guard let token else { return socket.eventLoop.makeSucceededVoidFuture() }
-        return users.channelIDs(token: token, on: socket.eventLoop).hop(to: socket.eventLoop).map { ids in
+        return users.channelIDs(token: token, fresh: fresh, on: socket.eventLoop).hop(to: socket.eventLoop).map { ids in
             for id in ids { socket.join("channel:\(id)") }
         }.flatMapErrorThrowing { error in
             logger.warning("channels not joined", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
@@ -262,7 +303,7 @@ struct OpenWebUIEvents: Sendable {
         _ args: [JSONValue],
         wantsAck: Bool
     ) -> EventLoopFuture<[JSONValue]> {
-        guard let user = session.user, let payload = args.first, case .object(var members) = payload,
+        guard let user = session.user, let payload = args.first, payload.isObject,
             let channel = UserDirectory.identifier(payload["channel_id"]), socket.isIn("channel:\(channel)")
         else {
             return socket.eventLoop.makeSucceededFuture([])
@@ -270,10 +311,70 @@ struct OpenWebUIEvents: Sendable {
         guard payload["data"]?["type"]?.stringValue == "typing" else {
             return forward(name, socket, session, args, wantsAck: wantsAck)
         }
-        members.removeAll { $0.key == "user" }
-        members.append((key: "user", value: ["id": .string(user.id), "name": .string(user.name)]))
-        socket.namespace.emit(name, [.object(members)], to: ["channel:\(channel)"])
+        // Exactly what Python emits: `message_id` null when absent, `user` a UserNameResponse (id, name, role).
+        let typing: JSONValue = .object([
+            (key: "channel_id", value: payload["channel_id"] ?? .null),
+            (key: "message_id", value: payload["message_id"] ?? .null),
+            (key: "data", value: payload["data"] ?? .null),
+            (key: "user", value: ["id": .string(user.id), "name": .string(user.name), "role": .string(user.role)]),
+        ])
+        socket.namespace.emit(name, [typing], to: ["channel:\(channel)"])
         return socket.eventLoop.makeSucceededFuture([])
+    }
+
+    /// Open WebUI's `join-note`: the token in the payload must authenticate, and the backend must let that user
+    /// read the note (`GET /api/v1/notes/{id}` runs the same notes-feature, existence and access checks).
+    private func joinNote(_ socket: Socket, token: String?, noteID: JSONValue?) -> EventLoopFuture<Void> {
+        guard let noteID = UserDirectory.identifier(noteID), Self.isPathSafe(noteID) else {
+            return socket.eventLoop.makeSucceededVoidFuture()
+        }
+        return users.authenticate(token: token, on: socket.eventLoop).flatMap { _ in
+            users.canReadNote(noteID, token: token ?? "", on: socket.eventLoop)
+        }.hop(to: socket.eventLoop).map { allowed in
+            if allowed { socket.join("note:\(noteID)") }
+        }.recover { error in
+            report(error, "join-note refused", socket)
+        }
+    }
+
+    /// An id that can stand in a URL path as it is: what Open WebUI's ids (UUIDs) are made of.
+    static func isPathSafe(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128
+            && id.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+            }
+    }
+
+    /// Open WebUI's handlers whose names have the `a:b:c` shape of a direct-completion event.
+    static let namesLikeDirectCompletions: Set<String> = [
+        "ydoc:document:join", "ydoc:document:state", "ydoc:document:update", "ydoc:document:leave",
+        "ydoc:awareness:update",
+    ]
+
+    /// `{user_id}:{session_id}:{request_id}`: exactly two colons, and not one of Open WebUI's handlers.
+    static func isDirectCompletion(_ event: String) -> Bool {
+        event.utf8.lazy.filter { $0 == UInt8(ascii: ":") }.count == 2 && !namesLikeDirectCompletions.contains(event)
+    }
+
+    /// Open WebUI's catch-all handler: a direct completion's chunks, sent by the user who owns the request, go to
+    /// `{prefix}:direct_completion` as `{"channel": event, "data": first argument}`, in arrival order.
+    private func directCompletion(_ event: String, _ socket: Socket, _ session: ContractSession, _ args: [JSONValue])
+        -> EventLoopFuture<[JSONValue]>
+    {
+        guard let user = session.user, let data = args.first, event.split(separator: ":", maxSplits: 1).first == Substring(user.id)
+        else {
+            return socket.eventLoop.makeSucceededFuture([])
+        }
+        guard let directCompletions else {
+            logger.debug("direct completion dropped: no Redis to hand it to Open WebUI", metadata: ["sid": "\(socket.id)"])
+            return socket.eventLoop.makeSucceededFuture([])
+        }
+        return directCompletions.publish(channel: event, data: data).hop(to: socket.eventLoop).map { [] }.recover {
+            error in
+            logger.warning("direct completion not published", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+            return []
+        }
     }
 
     private func forward(
@@ -317,5 +418,45 @@ struct OpenWebUIEvents: Sendable {
     static func token(in auth: JSONValue?) -> String? {
         guard let token = auth?["token"]?.stringValue, !token.isEmpty else { return nil }
         return token
+    }
+}
+
+/// `{prefix}:direct_completion`: the pub/sub channel on which Open WebUI's `redis_event_listener` takes the chunks of
+/// direct completions (streamed by the browser that runs the model) into the request waiting for them.
+struct DirectCompletionChannel: Sendable {
+    let redis: RedisClient
+    let name: String
+
+    init(redis: RedisClient, keyPrefix: String) {
+        self.redis = redis
+        self.name = "\(keyPrefix):direct_completion"
+    }
+
+    /// The message Python publishes: `{"channel": …, "data": …}`, with binary attachments as lists of byte
+    /// values, as Open WebUI's JSON-only packets decode them.
+    static func message(channel: String, data: JSONValue) -> String {
+        JSONWriter.serialize(["channel": .string(channel), "data": data.replacingBinaryWithByteLists()])
+    }
+
+    func publish(channel: String, data: JSONValue) -> EventLoopFuture<Void> {
+        redis.send("PUBLISH", name, Self.message(channel: channel, data: data)).flatMapThrowing { reply in
+            _ = try reply.throwingServerError()
+        }
+    }
+}
+
+extension JSONValue {
+    /// Each binary value as an array of its byte values.
+    func replacingBinaryWithByteLists() -> JSONValue {
+        switch self {
+        case .binary(let bytes):
+            return .array(bytes.readableBytesView.map { .number(String($0)) })
+        case .array(let values):
+            return .array(values.map { $0.replacingBinaryWithByteLists() })
+        case .object(let members):
+            return .object(members.map { (key: $0.key, value: $0.value.replacingBinaryWithByteLists()) })
+        default:
+            return self
+        }
     }
 }

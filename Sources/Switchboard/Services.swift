@@ -79,3 +79,14 @@ struct ReloadService: Service {
         }
     }
 }
+
+/// Re-checks held tokens on its interval until shutdown.
+struct RevalidationService: Service {
+    let revalidator: SessionRevalidator
+
+    func run() async throws {
+        revalidator.start()
+        try? await gracefulShutdown()
+        revalidator.stop()
+    }
+}

@@ -200,6 +200,9 @@ public enum Switchboard {
             if let stats = node.stats {
                 services.append(.init(service: StatsService(reporter: stats)))
             }
+            if let revalidator = node.revalidator {
+                services.append(.init(service: RevalidationService(revalidator: revalidator)))
+            }
             if let reloader = node.reloader {
                 services.append(.init(service: ReloadService(reloader: reloader, logger: logger)))
             }
@@ -259,6 +262,7 @@ public enum Switchboard {
         let readiness: ReadinessCheck
         var reloader: Reloader?
         var stats: StatsReporter?
+        var revalidator: SessionRevalidator?
 
         /// One line for systemd's `STATUS=`: what the node carries right now.
         func statusLine() -> String {
@@ -283,7 +287,10 @@ public enum Switchboard {
     ) throws -> Node {
         let settings = configuration.socketIO
         let loops = Array(group.makeIterator())
-        let presenceConfiguration = PresenceConfiguration(keyPrefix: configuration.auth.keyPrefix)
+        let presenceConfiguration = PresenceConfiguration(
+            keyPrefix: configuration.auth.keyPrefix,
+            heartbeatInterval: configuration.contract.clientHeartbeatInterval
+        )
         var cluster: ClusterNode?
         var redisCommands: RedisClient?
         var redisConfiguration: RedisConfiguration?
@@ -375,6 +382,7 @@ public enum Switchboard {
                 backend: backend,
                 userPath: configuration.backend.userPath,
                 channelsPath: configuration.backend.channelsPath,
+                revalidatePath: configuration.backend.revalidatePath,
                 cacheTTL: configuration.backend.userCacheTTL,
                 logger: logger,
                 now: { PresenceSweeper.systemClock() }
@@ -390,7 +398,18 @@ public enum Switchboard {
             case .none:
                 forwarder = .none
             }
-            let contract = OpenWebUIEvents(
+            let revalidator = SessionRevalidator(
+                users: users,
+                interval: configuration.backend.revalidateInterval,
+                eventLoop: loops[0],
+                logger: logger
+            ) { [socketIO] userID in
+                socketIO.namespace("/")?.adapter.disconnectSockets(
+                    matching: BroadcastOptions(rooms: ["user:\(userID)"]),
+                    closeClient: false
+                )
+            }
+            var contract = OpenWebUIEvents(
                 users: users,
                 presence: presence.store,
                 forwarder: forwarder,
@@ -400,6 +419,10 @@ public enum Switchboard {
                 logger: logger,
                 now: { PresenceSweeper.systemClock() }
             )
+            contract.revalidator = revalidator
+            contract.directCompletions = redisCommands.map {
+                DirectCompletionChannel(redis: $0, keyPrefix: configuration.auth.keyPrefix)
+            }
             var handlers = contract.handlers()
             if configuration.contract.relayEvents {
                 for (name, handler) in RelayEvents.handlers().events { handlers.events[name] = handler }
@@ -459,7 +482,8 @@ public enum Switchboard {
                 state: state,
                 readiness: readiness,
                 reloader: Reloader(auth: configuration.auth, apiKeyFile: configuration.api.keyFile, users: users, apiKey: apiKey),
-                stats: stats
+                stats: stats,
+                revalidator: revalidator
             )
         case .conformance:
             socketIO.addNamespace("/", handlers: ConformanceEvents.handlers(presence: presence.store))

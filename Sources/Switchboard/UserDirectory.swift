@@ -9,8 +9,12 @@ import SocketIO
 struct AuthenticatedUser: Sendable, Equatable {
     var id: String
     var name: String
+    var role: String
     /// The user object (a JSON object whose `id` is `id`), as SESSION_POOL stores it.
     var object: JSONValue
+
+    /// The roles Open WebUI lets onto its socket (`VERIFIED_USER_ROLES`); a `pending` user gets nothing.
+    static let allowedRoles: Set<String> = ["user", "admin"]
 }
 
 /// Why a token was not accepted; `reason` is logged and shown to strict-mode clients.
@@ -49,6 +53,14 @@ final class ExpiringCache<Value: Sendable>: Sendable {
         }
     }
 
+    func removeAll(where shouldRemove: (Value) -> Bool) {
+        entries.withLockedValue { entries in entries = entries.filter { !shouldRemove($0.value.value) } }
+    }
+
+    func remove(_ key: String) {
+        _ = entries.withLockedValue { $0.removeValue(forKey: key) }
+    }
+
     func store(_ value: Value, for key: String, now: NIODeadline) {
         guard ttl > .zero else { return }
         entries.withLockedValue { entries in
@@ -61,16 +73,43 @@ final class ExpiringCache<Value: Sendable>: Sendable {
     }
 }
 
+/// What a re-validation of a held token found.
+enum RevalidationOutcome: Sendable, Equatable {
+    /// The token still authenticates its user.
+    case valid
+    /// The token no longer does (expired, revoked, refused by the backend): its user's sockets go.
+    case refused(String)
+    /// Not known this time (backend or Redis failure, or another node is checking it now): keep the sockets.
+    case unknown(String)
+}
+
 /// Turns a client's token into a user: JWT verification, revocation keys in Redis, and the user's
 /// details and channels from the backend (or from the token's claims without one).
 final class UserDirectory: Sendable {
+    /// A cached user and when it was stored (epoch seconds), so a later server-side disconnect can outdate it.
+    struct CachedUser: Sendable {
+        var user: AuthenticatedUser
+        var storedAt: Int
+    }
+
+    /// How long a re-validation result is shared with the other nodes.
+    static let sharedValidTTLSeconds = 20
+    static let sharedRefusedTTLSeconds = 60
+    /// How long one node holds the cluster-wide right to check a token.
+    static let checkLeaseMilliseconds = 10_000
+    /// How long a user stays marked for a fresh check after a server-side disconnect.
+    static let recheckMarkerTTLSeconds = 300
+    /// Cache entries stored this close after a recheck mark are distrusted too (clock skew between nodes).
+    static let recheckSkewSeconds = 2
+
     private let currentVerifier: NIOLockedValueBox<JWTVerifier?>
     let revocation: RevocationKeys
     let redis: RedisClient?
     let backend: BackendClient?
     let userPath: String
     let channelsPath: String
-    let users: ExpiringCache<AuthenticatedUser>
+    let revalidatePath: String
+    let users: ExpiringCache<CachedUser>
     let channels: ExpiringCache<[String]>
     let logger: Logger
     /// Epoch seconds, injectable for tests.
@@ -83,6 +122,7 @@ final class UserDirectory: Sendable {
         backend: BackendClient?,
         userPath: String,
         channelsPath: String,
+        revalidatePath: String = "/api/v1/users/user/info",
         cacheTTL: TimeAmount,
         logger: Logger,
         now: @escaping @Sendable () -> Int
@@ -93,6 +133,7 @@ final class UserDirectory: Sendable {
         self.backend = backend
         self.userPath = userPath
         self.channelsPath = channelsPath
+        self.revalidatePath = revalidatePath
         self.users = ExpiringCache(ttl: cacheTTL)
         self.channels = ExpiringCache(ttl: cacheTTL)
         self.logger = logger
@@ -105,36 +146,140 @@ final class UserDirectory: Sendable {
         set { currentVerifier.withLockedValue { $0 = newValue } }
     }
 
+    /// `{prefix}:switchboard:user:{id}:recheck`: epoch seconds of the user's last server-side disconnect.
+    func recheckKey(userID: String) -> String {
+        "\(revocation.prefix):switchboard:user:\(userID):recheck"
+    }
+
+    /// `{prefix}:switchboard:token:{sha256}:check`: the cluster's latest re-validation of a token (`ok`/`refused`).
+    func checkKey(token: String) -> String {
+        "\(revocation.prefix):switchboard:token:\(TokenDigest.sha256Hex(token)):check"
+    }
+
     /// The user of `token`, or why not. Never fails the future with anything but
     /// `AuthenticationFailure`.
     func authenticate(token: String?, on eventLoop: EventLoop) -> EventLoopFuture<AuthenticatedUser> {
         guard let token, !token.isEmpty else {
             return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "no token"))
         }
-        guard let verifier else {
-            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "no JWT key configured"))
-        }
         let verified: VerifiedToken
-        do {
-            verified = try verifier.verify(token: token, now: now())
-        } catch {
-            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "invalid token: \(error.code)"))
+        switch verify(token) {
+        case .success(let token): verified = token
+        case .failure(let failure): return eventLoop.makeFailedFuture(failure)
         }
-        return checkRevocation(verified, on: eventLoop).flatMap { () -> EventLoopFuture<AuthenticatedUser> in
-            if let cached = self.users.value(for: token, now: .now()) {
-                return eventLoop.makeSucceededFuture(cached)
+        return checkRevocation(verified, token: token, on: eventLoop).flatMap { recheckAfter -> EventLoopFuture<AuthenticatedUser> in
+            if let cached = self.users.value(for: token, now: .now()),
+                recheckAfter.map({ cached.storedAt > $0 + Self.recheckSkewSeconds }) ?? true
+            {
+                return eventLoop.makeSucceededFuture(cached.user)
             }
             return self.loadUser(verified, token: token, on: eventLoop).map { user in
-                self.users.store(user, for: token, now: .now())
+                self.users.store(CachedUser(user: user, storedAt: self.now()), for: token, now: .now())
                 return user
             }
         }
     }
 
-    /// The channel ids of the token's user (empty without a backend).
-    func channelIDs(token: String, on eventLoop: EventLoop) -> EventLoopFuture<[String]> {
+    private func verify(_ token: String) -> Result<VerifiedToken, AuthenticationFailure> {
+        guard let verifier else { return .failure(AuthenticationFailure(reason: "no JWT key configured")) }
+        do {
+            return .success(try verifier.verify(token: token, now: now()))
+        } catch {
+            return .failure(AuthenticationFailure(reason: "invalid token: \(error.code)"))
+        }
+    }
+
+    /// After the server disconnected a user's socket (Open WebUI does so on sign-out, role change or deletion),
+    /// the user's next authentication on any node asks the backend again instead of trusting a cache.
+    func markForRecheck(userID: String, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+        users.removeAll { $0.user.id == userID }
+        guard let redis else { return eventLoop.makeSucceededVoidFuture() }
+        return redis.send(
+            "SET", recheckKey(userID: userID), String(now()), "EX", String(Self.recheckMarkerTTLSeconds)
+        ).hop(to: eventLoop).flatMapThrowing { reply in
+            _ = try reply.throwingServerError()
+        }
+    }
+
+    /// Checks a token a socket already holds, as Open WebUI re-checks each of its sockets: still a valid JWT,
+    /// not revoked, and (with a backend) accepted by `revalidatePath` with the user's own token. With Redis,
+    /// one node checks a token at a time and the others reuse its answer for a few seconds.
+    func revalidate(token: String, on eventLoop: EventLoop) -> EventLoopFuture<RevalidationOutcome> {
+        let verified: VerifiedToken
+        switch verify(token) {
+        case .success(let token): verified = token
+        case .failure(let failure): return eventLoop.makeSucceededFuture(.refused(failure.reason))
+        }
+        guard let redis else {
+            return askBackend(token, on: eventLoop)
+        }
+        let checkKey = checkKey(token: token)
+        var pipeline = RedisPipeline()
+        pipeline.append("GET", checkKey)
+        pipeline.append("GET", revocation.userRevokedAtKey(userID: verified.userID))
+        if let jti = verified.tokenID { pipeline.append("EXISTS", revocation.tokenRevokedKey(jti: jti)) }
+        let commands = pipeline.count
+        return redis.send(pipeline).hop(to: eventLoop).flatMap { replies -> EventLoopFuture<RevalidationOutcome> in
+            guard replies.count == commands else {
+                return eventLoop.makeSucceededFuture(.unknown("revocation check failed"))
+            }
+            do {
+                let shared = try replies[0].throwingServerError().string
+                let revokedAt = try replies[1].throwingServerError().string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
+                let tokenRevoked = commands > 2 ? (try replies[2].throwingServerError().int ?? 0) > 0 : false
+                if RevocationKeys.isRevoked(verified, tokenRevoked: tokenRevoked, userRevokedAt: revokedAt) {
+                    return eventLoop.makeSucceededFuture(.refused("token revoked"))
+                }
+                switch shared {
+                case "ok"?: return eventLoop.makeSucceededFuture(.valid)
+                case "refused"?: return eventLoop.makeSucceededFuture(.refused("refused by the backend"))
+                default: break
+                }
+            } catch {
+                return eventLoop.makeSucceededFuture(.unknown("revocation check failed: \(error)"))
+            }
+            guard self.backend != nil else { return eventLoop.makeSucceededFuture(.valid) }
+            return redis.send("SET", checkKey + ":lease", "1", "NX", "PX", String(Self.checkLeaseMilliseconds))
+                .hop(to: eventLoop)
+                .flatMap { lease -> EventLoopFuture<RevalidationOutcome> in
+                    guard lease.string == "OK" else {
+                        return eventLoop.makeSucceededFuture(.unknown("another node is checking this token"))
+                    }
+                    return self.askBackend(token, on: eventLoop).flatMap { outcome in
+                        let value: (String, Int)?
+                        switch outcome {
+                        case .valid: value = ("ok", Self.sharedValidTTLSeconds)
+                        case .refused: value = ("refused", Self.sharedRefusedTTLSeconds)
+                        case .unknown: value = nil
+                        }
+                        guard let value else { return eventLoop.makeSucceededFuture(outcome) }
+                        return redis.send("SET", checkKey, value.0, "EX", String(value.1)).hop(to: eventLoop)
+                            .map { _ in outcome }
+                            .recover { _ in outcome }
+                    }
+                }
+        }.recover { error in .unknown("revocation check failed: \(error)") }
+    }
+
+    /// The backend's verdict on a token: 2xx valid, 401/403 refused, anything else unknown.
+    private func askBackend(_ token: String, on eventLoop: EventLoop) -> EventLoopFuture<RevalidationOutcome> {
+        guard let backend else { return eventLoop.makeSucceededFuture(.valid) }
+        return backend.get(revalidatePath, bearer: token, on: eventLoop).map { _ in
+            RevalidationOutcome.valid
+        }.recover { error in
+            if let failure = error as? BackendFailure, let status = failure.status, status == 401 || status == 403 {
+                self.users.remove(token)
+                return .refused("the backend answered \(status)")
+            }
+            return .unknown("\(error)")
+        }
+    }
+
+    /// The channel ids of the token's user (empty without a backend). `fresh` skips the cache: the
+    /// client asks right after creating a channel, which a cached list cannot hold yet.
+    func channelIDs(token: String, fresh: Bool = false, on eventLoop: EventLoop) -> EventLoopFuture<[String]> {
         guard let backend else { return eventLoop.makeSucceededFuture([]) }
-        if let cached = channels.value(for: token, now: .now()) {
+        if !fresh, let cached = channels.value(for: token, now: .now()) {
             return eventLoop.makeSucceededFuture(cached)
         }
         return backend.getJSON(channelsPath, bearer: token, on: eventLoop).flatMapThrowing { answer in
@@ -147,23 +292,41 @@ final class UserDirectory: Sendable {
         }
     }
 
-    private func checkRevocation(_ token: VerifiedToken, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
-        guard let redis else { return eventLoop.makeSucceededVoidFuture() }
+    /// Whether the backend lets the token's user read note `id` (`GET /api/v1/notes/{id}`: 2xx yes, 401/403/404
+    /// no). Without a backend no note can be checked, so none is joined.
+    func canReadNote(_ id: String, token: String, on eventLoop: EventLoop) -> EventLoopFuture<Bool> {
+        guard let backend else {
+            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "no backend to check note access"))
+        }
+        return backend.get("/api/v1/notes/\(id)", bearer: token, on: eventLoop).map { _ in true }.flatMapError { error in
+            if let status = (error as? BackendFailure)?.status, (400..<500).contains(status) {
+                return eventLoop.makeSucceededFuture(false)
+            }
+            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "\(error)", isInfrastructure: true))
+        }
+    }
+
+    /// Fails when the token is revoked; otherwise answers the user's recheck mark (epoch seconds), if any.
+    private func checkRevocation(_ token: VerifiedToken, token raw: String, on eventLoop: EventLoop)
+        -> EventLoopFuture<Int?>
+    {
+        guard let redis else { return eventLoop.makeSucceededFuture(nil) }
         var pipeline = RedisPipeline()
-        if let jti = token.tokenID { pipeline.append("EXISTS", revocation.tokenRevokedKey(jti: jti)) }
+        pipeline.append("GET", recheckKey(userID: token.userID))
         pipeline.append("GET", revocation.userRevokedAtKey(userID: token.userID))
+        if let jti = token.tokenID { pipeline.append("EXISTS", revocation.tokenRevokedKey(jti: jti)) }
         let commands = pipeline.count
-        return redis.send(pipeline).flatMapThrowing { replies in
-            guard replies.count == commands, let revokedAtReply = replies.last else {
+        return redis.send(pipeline).flatMapThrowing { replies -> Int? in
+            guard replies.count == commands else {
                 throw AuthenticationFailure(reason: "revocation check failed")
             }
-            _ = try revokedAtReply.throwingServerError()
-            var tokenRevoked = false
-            if token.tokenID != nil { tokenRevoked = (try replies[0].throwingServerError().int ?? 0) > 0 }
-            let revokedAt = revokedAtReply.string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
+            let recheck = try replies[0].throwingServerError().string.flatMap { Int($0) }
+            let revokedAt = try replies[1].throwingServerError().string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
+            let tokenRevoked = commands > 2 ? (try replies[2].throwingServerError().int ?? 0) > 0 : false
             if RevocationKeys.isRevoked(token, tokenRevoked: tokenRevoked, userRevokedAt: revokedAt) {
                 throw AuthenticationFailure(reason: "token revoked")
             }
+            return recheck
         }.flatMapErrorThrowing { error in
             if error is AuthenticationFailure { throw error }
             // Fail closed: a token that cannot be checked is not accepted.
@@ -175,7 +338,7 @@ final class UserDirectory: Sendable {
         AuthenticatedUser
     > {
         guard let backend else {
-            return eventLoop.makeSucceededFuture(Self.user(fromClaims: token))
+            return eventLoop.makeCompletedFuture { try Self.admitted(Self.user(fromClaims: token)) }
         }
         return backend.getJSON(userPath, bearer: raw, on: eventLoop).flatMapThrowing { answer in
             guard answer.isObject, let id = Self.identifier(answer["id"]) else {
@@ -184,7 +347,14 @@ final class UserDirectory: Sendable {
             guard id == token.userID else {
                 throw AuthenticationFailure(reason: "the backend's user is not the token's user")
             }
-            return AuthenticatedUser(id: id, name: answer["name"]?.stringValue ?? id, object: Self.normalized(answer, id: id))
+            return try Self.admitted(
+                AuthenticatedUser(
+                    id: id,
+                    name: answer["name"]?.stringValue ?? id,
+                    role: answer["role"]?.stringValue ?? "pending",
+                    object: Self.sessionObject(answer, id: id)
+                )
+            )
         }.flatMapErrorThrowing { error in
             if error is AuthenticationFailure { throw error }
             let refused = (error as? BackendFailure)?.status.map { $0 == 401 || $0 == 403 } ?? false
@@ -192,21 +362,42 @@ final class UserDirectory: Sendable {
         }
     }
 
+    /// Refuses a user whose role Open WebUI keeps off its socket.
+    static func admitted(_ user: AuthenticatedUser) throws -> AuthenticatedUser {
+        guard AuthenticatedUser.allowedRoles.contains(user.role) else {
+            throw AuthenticationFailure(reason: "role \(user.role) is not allowed")
+        }
+        return user
+    }
+
     /// The user object from the token alone: `id` and the usual profile claims.
     static func user(fromClaims token: VerifiedToken) -> AuthenticatedUser {
         let name = token.claims["name"]?.stringValue ?? token.userID
         var members: [(key: String, value: JSONValue)] = [("id", .string(token.userID)), ("name", .string(name))]
-        for key in ["email", "profile_image_url"] {
-            if let value = token.claims[key]?.stringValue { members.append((key, .string(value))) }
-        }
-        members.append(("role", .string(token.claims["role"]?.stringValue ?? "user")))
-        return AuthenticatedUser(id: token.userID, name: name, object: .object(members))
+        if let email = token.claims["email"]?.stringValue { members.append(("email", .string(email))) }
+        let role = token.claims["role"]?.stringValue ?? "user"
+        members.append(("role", .string(role)))
+        return AuthenticatedUser(id: token.userID, name: name, role: role, object: .object(members))
     }
 
-    /// The backend's user object with `id` as a string (Open WebUI reads it back as one).
-    static func normalized(_ object: JSONValue, id: String) -> JSONValue {
-        guard case .object(let members) = object else { return object }
-        return .object(members.map { $0.key == "id" ? (key: "id", value: .string(id)) : $0 })
+    /// The fields of Open WebUI's `UserModel` that its socket layer stores in SESSION_POOL: the model dump less
+    /// the five fields it excludes. Anything else in a backend answer (the bearer `token`, `token_type`,
+    /// `expires_at`, `permissions`, …) never reaches Redis.
+    static let sessionFields: [String] = [
+        "id", "email", "username", "role", "name", "timezone", "presence_state", "status_emoji", "status_message",
+        "status_expires_at", "info", "settings", "oauth", "scim", "last_active_at", "updated_at", "created_at",
+    ]
+    private static let sessionFieldSet = Set(sessionFields)
+
+    /// The backend's user answer reduced to `sessionFields`, with `id` as a string (Open WebUI reads it back as one).
+    static func sessionObject(_ object: JSONValue, id: String) -> JSONValue {
+        guard case .object(let members) = object else { return ["id": .string(id)] }
+        return .object(
+            members.compactMap { member in
+                guard sessionFieldSet.contains(member.key) else { return nil }
+                return member.key == "id" ? (key: "id", value: .string(id)) : member
+            }
+        )
     }
 
     static func identifier(_ value: JSONValue?) -> String? {

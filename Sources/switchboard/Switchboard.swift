@@ -29,9 +29,9 @@ struct NodeOptions: ParsableArguments {
     var pingTimeout: String?
     @Option(help: "Namespace connect timeout (env SWITCHBOARD_CONNECT_TIMEOUT). Default 45s.")
     var connectTimeout: String?
-    @Option(help: "Largest payload in bytes (env SWITCHBOARD_MAX_PAYLOAD). Default 1000000.")
+    @Option(help: "Largest payload in bytes (env SWITCHBOARD_MAX_PAYLOAD). Default 16777216.")
     var maxPayload: String?
-    @Option(help: "Bytes queued per client before it is dropped (env SWITCHBOARD_MAX_OUTBOUND_BYTES). Default 4194304.")
+    @Option(help: "Bytes queued per client before it is dropped (env SWITCHBOARD_MAX_OUTBOUND_BYTES). Default 33554432.")
     var maxOutboundBytes: String?
     @Option(help: "Allowed origins, ';'-separated, or * (env SWITCHBOARD_CORS_ORIGINS, CORS_ALLOW_ORIGIN). Default *.")
     var corsOrigins: String?
@@ -75,6 +75,10 @@ struct NodeOptions: ParsableArguments {
     var backendChannelsPath: String?
     @Option(name: .customLong("backend-timeout"), help: "Bound on each backend call (env SWITCHBOARD_BACKEND_TIMEOUT). Default 5s.")
     var backendTimeout: String?
+    @Option(name: .customLong("backend-revalidate-path"), help: "Backend path that answers 2xx while a user's token is still valid (env SWITCHBOARD_BACKEND_REVALIDATE_PATH). Default /api/v1/users/user/info.")
+    var backendRevalidatePath: String?
+    @Option(name: .customLong("revalidate-interval"), help: "How often each held token is re-checked; bare numbers are seconds (env SWITCHBOARD_REVALIDATE_INTERVAL). Default 30s.")
+    var revalidateInterval: String?
     @Option(name: .customLong("user-cache-ttl"), help: "How long a token's user and channels are cached (env SWITCHBOARD_USER_CACHE_TTL). Default 60s.")
     var userCacheTTL: String?
     @Option(name: .customLong("forward-events"), help: "Where unhandled client events go: http, redis, none (env SWITCHBOARD_FORWARD_EVENTS).")
@@ -87,6 +91,8 @@ struct NodeOptions: ParsableArguments {
     var broadcastPresence: String?
     @Option(name: .customLong("relay-events"), help: "Serve the generic join/leave/publish events (env SWITCHBOARD_RELAY_EVENTS). Default false.")
     var relayEvents: String?
+    @Option(name: .customLong("client-heartbeat-interval"), help: "How often clients send heartbeat, in s, clamped to 5...90 (env WEBSOCKET_HEARTBEAT_INTERVAL). Default 30.")
+    var clientHeartbeatInterval: String?
     @Option(name: .customLong("api-key"), help: "Bearer key of the backend HTTP API (env SWITCHBOARD_API_KEY). Default none: API refuses.")
     var apiKey: String?
     @Option(name: .customLong("api-port"), help: "Serve the backend API on its own port (env SWITCHBOARD_API_PORT). Default: main port, /api/v1/.")
@@ -137,12 +143,15 @@ struct NodeOptions: ParsableArguments {
             ("backend-user-path", backendUserPath),
             ("backend-channels-path", backendChannelsPath),
             ("backend-timeout", backendTimeout),
+            ("backend-revalidate-path", backendRevalidatePath),
+            ("revalidate-interval", revalidateInterval),
             ("user-cache-ttl", userCacheTTL),
             ("forward-events", forwardEvents),
             ("forward-path", forwardPath),
             ("forward-stream", forwardStream),
             ("broadcast-presence", broadcastPresence),
             ("relay-events", relayEvents),
+            ("client-heartbeat-interval", clientHeartbeatInterval),
             ("api-key", apiKey),
             ("api-port", apiPort),
             ("python-bridge", pythonBridge),

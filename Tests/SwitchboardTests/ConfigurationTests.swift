@@ -20,11 +20,40 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(config.socketIO.path, "/ws/socket.io")
         XCTAssertEqual(config.socketIO.pingInterval, .seconds(25))
         XCTAssertEqual(config.socketIO.pingTimeout, .seconds(20))
-        XCTAssertEqual(config.socketIO.maxPayload, 1_000_000)
+        XCTAssertEqual(config.socketIO.maxPayload, 16 * 1024 * 1024)
+        XCTAssertEqual(config.socketIO.maxOutboundBytes, 32 * 1024 * 1024)
+        XCTAssertEqual(config.backend.revalidateInterval, .seconds(30))
+        XCTAssertEqual(config.backend.revalidatePath, "/api/v1/users/user/info")
         XCTAssertEqual(config.socketIO.connectTimeout, .seconds(45))
         XCTAssertEqual(config.socketIO.corsOrigins, ["*"])
         XCTAssertEqual(config.socketIO.transports, .all)
         XCTAssertEqual(config.logLevel, .info)
+    }
+
+    func testRedisURLFallsBackToOpenWebUIsRedisURL() throws {
+        XCTAssertEqual(try read(env: ["REDIS_URL": "redis://a:6379/0"]).cluster.redisURL, "redis://a:6379/0")
+        let both = try read(env: ["REDIS_URL": "redis://a:6379/0", "WEBSOCKET_REDIS_URL": "redis://b:6379/1"])
+        XCTAssertEqual(both.cluster.redisURL, "redis://b:6379/1")
+        XCTAssertNil(try read().cluster.redisURL)
+    }
+
+    func testClientHeartbeatIntervalIsReadAsOpenWebUIReadsIt() throws {
+        let cases: [(String, Int64)] = [("10", 10), ("1", 5), ("600", 90), ("abc", 30), ("90", 90)]
+        for (value, seconds) in cases {
+            let config = try read(env: ["WEBSOCKET_HEARTBEAT_INTERVAL": value])
+            XCTAssertEqual(config.contract.clientHeartbeatInterval, .seconds(seconds), value)
+        }
+        XCTAssertEqual(try read().contract.clientHeartbeatInterval, .seconds(30))
+    }
+
+    func testRevalidationSettings() throws {
+        let config = try read(
+            flags: ["revalidate-interval": "2"],
+            env: ["SWITCHBOARD_BACKEND_REVALIDATE_PATH": "/api/v1/me"]
+        )
+        XCTAssertEqual(config.backend.revalidateInterval, .seconds(2), "bare numbers are seconds")
+        XCTAssertEqual(config.backend.revalidatePath, "/api/v1/me")
+        XCTAssertEqual(try read(env: ["SWITCHBOARD_REVALIDATE_INTERVAL": "1500ms"]).backend.revalidateInterval, .milliseconds(1500))
     }
 
     func testFlagsBeatEnvironmentBeatsDefaults() throws {
@@ -62,7 +91,8 @@ final class ConfigurationTests: XCTestCase {
 
     func testWebSocketSupportCanBeSwitchedOff() throws {
         XCTAssertEqual(try read(env: ["ENABLE_WEBSOCKET_SUPPORT": "false"]).socketIO.transports, .polling)
-        XCTAssertEqual(try read(env: ["ENABLE_WEBSOCKET_SUPPORT": "true"]).socketIO.transports, .all)
+        XCTAssertEqual(try read(env: ["ENABLE_WEBSOCKET_SUPPORT": "true"]).socketIO.transports, .websocket)
+        XCTAssertEqual(try read().socketIO.transports, .all)
         // An explicit transport list wins over the Open WebUI switch.
         let explicit = try read(env: ["ENABLE_WEBSOCKET_SUPPORT": "false", "SWITCHBOARD_TRANSPORTS": "websocket"])
         XCTAssertEqual(explicit.socketIO.transports, .websocket)
@@ -83,7 +113,9 @@ final class ConfigurationTests: XCTestCase {
             ([:], ["CORS_ALLOW_ORIGIN": "example.com"], "CORS_ALLOW_ORIGIN"),
             ([:], ["ENABLE_WEBSOCKET_SUPPORT": "maybe"], "ENABLE_WEBSOCKET_SUPPORT"),
             (["log-level": "loud"], [:], "--log-level"),
-            (["max-payload": "5000000"], [:], "max-outbound-bytes"),
+            (["max-payload": "50000000"], [:], "max-outbound-bytes"),
+            (["revalidate-interval": "500ms"], [:], "--revalidate-interval"),
+            ([:], ["SWITCHBOARD_REVALIDATE_INTERVAL": "0"], "SWITCHBOARD_REVALIDATE_INTERVAL"),
         ]
         for (flags, env, setting) in cases {
             XCTAssertThrowsError(try read(flags: flags, env: env), "\(flags) \(env)") { error in

@@ -70,6 +70,7 @@ final class ContractFixture {
     let io: SocketIOServer
     let router: EngineRouter
     let clock = NIOLockedValueBox(1_700_000_050)
+    let revalidator: SessionRevalidator
     private var clients: [PollingClient] = []
     /// Packets that came in the same poll as a CONNECT answer, by client.
     private var leftover: [ObjectIdentifier: [String]] = [:]
@@ -93,7 +94,15 @@ final class ContractFixture {
             logger: silentLogger,
             now: now
         )
-        let events = OpenWebUIEvents(
+        let io = SocketIOServer(configuration: SocketIOConfiguration(), logger: silentLogger) { name in
+            InMemoryAdapter(namespace: name, eventLoops: [loop])
+        }
+        self.io = io
+        revalidator = SessionRevalidator(users: users, interval: .seconds(30), eventLoop: loop, logger: silentLogger) {
+            userID in
+            io.namespace("/")?.adapter.disconnectSockets(matching: BroadcastOptions(rooms: ["user:\(userID)"]), closeClient: false)
+        }
+        var events = OpenWebUIEvents(
             users: users,
             presence: presence,
             forwarder: .none,
@@ -103,9 +112,7 @@ final class ContractFixture {
             logger: silentLogger,
             now: now
         )
-        io = SocketIOServer(configuration: SocketIOConfiguration(), logger: silentLogger) { name in
-            InMemoryAdapter(namespace: name, eventLoops: [loop])
-        }
+        events.revalidator = revalidator
         io.addNamespace("/", handlers: events.handlers())
         let engine = EngineServer(
             configuration: EngineConfiguration(pingInterval: .seconds(300), pingTimeout: .seconds(300)),
@@ -218,7 +225,7 @@ struct OpenWebUIEventsTests {
         for name in ["events:channel", "channel-events"] {
             try a.send(#"2["\#(name)",{"channel_id":"c1","message_id":null,"data":{"type":"typing","data":{"typing":true}}}]"#)
             let relayed =
-                #"2["\#(name)",{"channel_id":"c1","message_id":null,"data":{"type":"typing","data":{"typing":true}},"user":{"id":"42","name":"Ada"}}]"#
+                #"2["\#(name)",{"channel_id":"c1","message_id":null,"data":{"type":"typing","data":{"typing":true}},"user":{"id":"42","name":"Ada","role":"user"}}]"#
             #expect(try fixture.packets(a) == [relayed])
             #expect(try fixture.packets(b) == [relayed])
             #expect(try fixture.packets(c) == [])
@@ -294,5 +301,103 @@ struct OpenWebUIEventsTests {
         let seen = try fixture.packets(bystander)
         #expect(seen == [#"2["user-list",{"user_ids":["7"]}]"#], "\(seen)")
         #expect(try fixture.value(fixture.presence.usersOnline()) == ["7"])
+    }
+
+    @Test("a pending user's socket stays anonymous; strict mode refuses it")
+    func pendingUser() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (client, _) = try fixture.connect(token: UserDirectoryTests.pendingToken)
+        try client.send(#"21["user-join",{"auth":{"token":"\#(UserDirectoryTests.pendingToken)"}}]"#)
+        #expect(try fixture.packets(client) == ["31[]"])
+        #expect(try fixture.value(fixture.presence.usersOnline()) == [])
+        let strict = try ContractFixture(strict: true)
+        #expect(
+            try strict.connect(token: UserDirectoryTests.pendingToken).answer
+                == #"44{"message":"unauthorized","data":{"reason":"role pending is not allowed"}}"#
+        )
+    }
+
+    @Test("re-validation disconnects every socket of a user whose token no longer holds, once per token, and no one else")
+    func revalidation() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (first, firstAnswer) = try fixture.connect(token: UserDirectoryTests.expiringToken)
+        let (second, _) = try fixture.connect(token: UserDirectoryTests.expiringToken)
+        let (other, otherAnswer) = try fixture.connect(token: Self.seven)
+        for client in [first, second, other] { #expect(try fixture.packets(client) == []) }
+        #expect(fixture.revalidator.trackedTokens == 2)
+        // Still valid: nothing happens.
+        _ = try fixture.value(fixture.revalidator.runRound())
+        for client in [first, second, other] { #expect(try fixture.packets(client) == []) }
+        // Past exp and the leeway.
+        fixture.clock.withLockedValue { $0 = 1_700_000_200 }
+        _ = try fixture.value(fixture.revalidator.runRound())
+        #expect(try fixture.packets(first) == ["1"])
+        #expect(try fixture.packets(second) == ["1"])
+        #expect(try fixture.packets(other) == [])
+        #expect(try fixture.value(fixture.presence.session(sid: try fixture.sid(firstAnswer))) == nil)
+        #expect(try fixture.value(fixture.presence.usersOnline()) == ["7"])
+        #expect(try fixture.value(fixture.presence.session(sid: try fixture.sid(otherAnswer))) != nil)
+        #expect(fixture.revalidator.trackedTokens == 1)
+    }
+
+    @Test("a server-side disconnect drops the user's cached answer, so the reconnect is checked afresh")
+    func serverDisconnectOutdatesCache() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (client, answer) = try fixture.connect(token: Self.ada)
+        _ = try fixture.packets(client)
+        #expect(fixture.revalidator.users.users.value(for: Self.ada, now: .now()) != nil)
+        fixture.io.namespace("/")!.adapter.disconnectSockets(
+            matching: BroadcastOptions(rooms: [try fixture.sid(answer)]),
+            closeClient: false
+        )
+        #expect(try fixture.packets(client) == ["1"])
+        #expect(fixture.revalidator.users.users.value(for: Self.ada, now: .now()) == nil)
+    }
+}
+
+@Suite("Open WebUI's direct completions and note ids")
+struct DirectCompletionTests {
+    @Test(
+        "a {user}:{session}:{request} name that no Open WebUI handler has is a direct completion",
+        arguments: [
+            ("42:sid:req", true), ("a:b:", true), ("42:sid", false), ("a:b:c:d", false), ("ydoc:document:join", false),
+            ("ydoc:awareness:update", false), ("events:chat", false),
+        ]
+    )
+    func names(event: String, isDirect: Bool) {
+        #expect(OpenWebUIEvents.isDirectCompletion(event) == isDirect)
+    }
+
+    @Test("the published message is Python's {channel, data}, binary as byte lists")
+    func message() {
+        var bytes = ByteBuffer()
+        bytes.writeBytes([0, 7, 255])
+        #expect(
+            DirectCompletionChannel.message(channel: "42:s:r", data: "data: {\"x\":1}")
+                == #"{"channel":"42:s:r","data":"data: {\"x\":1}"}"#
+        )
+        #expect(
+            DirectCompletionChannel.message(channel: "42:s:r", data: ["done": true, "blob": .binary(bytes)])
+                == #"{"channel":"42:s:r","data":{"done":true,"blob":[0,7,255]}}"#
+        )
+    }
+
+    @Test("note ids go into a backend path only when they are made of URL-safe id characters")
+    func noteIDs() {
+        for id in ["0b8e2c1a-6a0e-4c7e-9d6f-3f3d2c1b0a99", "abc_DEF-123"] { #expect(OpenWebUIEvents.isPathSafe(id)) }
+        for id in ["", "../users", "a/b", "a?b", "a%2Fb", "é", String(repeating: "a", count: 129)] {
+            #expect(!OpenWebUIEvents.isPathSafe(id))
+        }
+    }
+
+    @Test("without a backend no note access can be checked, so join-note joins nothing")
+    func joinNoteWithoutBackend() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (client, answer) = try fixture.connect(token: OpenWebUIEventsTests.ada)
+        try client.send(#"21["join-note",{"note_id":"n1","auth":{"token":"\#(OpenWebUIEventsTests.ada)"}}]"#)
+        #expect(try fixture.packets(client) == ["31[]"])
+        let members = try fixture.value(fixture.io.namespace("/")!.adapter.socketIDs(matching: .init(rooms: ["note:n1"])))
+        #expect(members.isEmpty)
+        _ = answer
     }
 }

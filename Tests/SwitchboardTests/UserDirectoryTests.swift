@@ -87,16 +87,63 @@ struct UserDirectoryTests {
         )
     }
 
+    /// PyJWT-shaped HS256: {"id":"9","iat":1700000000,"name":"Pat","role":"pending"}.
+    static let pendingToken =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjkiLCJpYXQiOjE3MDAwMDAwMDAsIm5hbWUiOiJQYXQiLCJyb2xlIjoicGVuZGluZyJ9.AdGbwCpzoNXt3zkPx6f01gf2IxUEa1cwVviOH-FiriM"
+
+    @Test("a user whose role is neither user nor admin is refused, as Open WebUI refuses pending users")
+    func pendingRole() throws {
+        #expect(
+            try outcome(directory(), Self.pendingToken) == .failure(AuthenticationFailure(reason: "role pending is not allowed"))
+        )
+        #expect(throws: AuthenticationFailure.self) {
+            try UserDirectory.admitted(AuthenticatedUser(id: "1", name: "x", role: "", object: ["id": "1"]))
+        }
+        #expect(try UserDirectory.admitted(AuthenticatedUser(id: "1", name: "x", role: "admin", object: ["id": "1"])).id == "1")
+    }
+
+    @Test("re-validation without a backend or Redis: a token valid until its exp, then refused")
+    func revalidateWithoutBackend() throws {
+        let loop = EmbeddedEventLoop()
+        defer { try? loop.syncShutdownGracefully() }
+        let valid = try directory(now: 1_700_000_120).revalidate(token: Self.expiringToken, on: loop)
+        let expired = try directory(now: 1_700_000_200).revalidate(token: Self.expiringToken, on: loop)
+        loop.run()
+        #expect(try valid.wait() == .valid)
+        #expect(try expired.wait() == .refused("invalid token: expired"))
+    }
+
+    @Test("the shared keys name the token by its SHA-256, never by the token itself")
+    func sharedKeys() throws {
+        let directory = try directory()
+        let key = directory.checkKey(token: "abc")
+        #expect(key == "open-webui:switchboard:token:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad:check")
+        #expect(directory.recheckKey(userID: "42") == "open-webui:switchboard:user:42:recheck")
+    }
+
     @Test("without a configured key every token is refused")
     func noKeys() throws {
         #expect(try outcome(directory(keys: false), Self.adaToken) == .failure(AuthenticationFailure(reason: "no JWT key configured")))
     }
 
-    @Test("a backend's user object keeps its fields and gets a string id")
-    func normalizedBackendUser() throws {
-        let answer = try JSONParser.parse(#"{"id":42,"name":"Ada","role":"admin"}"#)
+    @Test("SESSION_POOL gets Open WebUI's UserModel fields only: never the token, its expiry or the permissions")
+    func sessionObject() throws {
+        // Open WebUI 0.12.4's `GET /api/v1/auths/` answer, which carries the caller's bearer token.
+        let answer = try JSONParser.parse(
+            #"""
+            {"token":"eyJhbGciOi.secret.token","token_type":"Bearer","expires_at":1700003600,"id":42,"email":"ada@example.com",
+             "name":"Ada","role":"admin","profile_image_url":"/user.png","bio":"b","gender":"g","date_of_birth":"1815-12-10",
+             "status_emoji":null,"status_message":"busy","status_expires_at":null,"permissions":{"chat":{"file_upload":true}},
+             "api_key":"sk-123","profile_banner_image_url":"/banner.png","last_active_at":1700000000}
+            """#
+        )
         #expect(UserDirectory.identifier(answer["id"]) == "42")
-        #expect(JSONWriter.serialize(UserDirectory.normalized(answer, id: "42")) == #"{"id":"42","name":"Ada","role":"admin"}"#)
+        let stored = JSONWriter.serialize(UserDirectory.sessionObject(answer, id: "42"))
+        #expect(
+            stored
+                == #"{"id":"42","email":"ada@example.com","name":"Ada","role":"admin","status_emoji":null,"status_message":"busy","status_expires_at":null,"last_active_at":1700000000}"#
+        )
+        #expect(JSONWriter.serialize(UserDirectory.sessionObject(.string("x"), id: "42")) == #"{"id":"42"}"#)
         #expect(UserDirectory.identifier(.string("")) == nil)
         #expect(UserDirectory.identifier(.bool(true)) == nil)
     }
