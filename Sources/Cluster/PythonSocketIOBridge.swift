@@ -9,10 +9,14 @@ public struct PythonBridgeConfiguration: Sendable {
     public var channel: String
     /// This node's host_id in the protocol (e.g. "switchboard-<nodeID>"); messages with this host_id are ignored.
     public var hostID: String
-    /// How long a client may take to ack an emit that carries a callback. Default 60 s.
+    /// How long a client may take to ack an emit that carries a callback. Python's callers wait up to 240 s (input
+    /// requests, tool confirmations) or without any limit, and they do not say which, so the answer is awaited for
+    /// as long as the socket lives. Default 24 h: only a bound on what an answer that never comes can hold.
     public var ackTimeout: TimeAmount
 
-    public init(channel: String = "socketio", hostID: String, ackTimeout: TimeAmount = .seconds(60)) {
+    public static let defaultAckTimeout: TimeAmount = .hours(24)
+
+    public init(channel: String = "socketio", hostID: String, ackTimeout: TimeAmount = Self.defaultAckTimeout) {
         self.channel = channel
         self.hostID = hostID
         self.ackTimeout = ackTimeout

@@ -164,8 +164,14 @@ struct OpenWebUIEvents: Sendable {
         }
         handlers.on("heartbeat") { socket, _, ack in
             queue(socket, ack) { session in
-                guard session.user != nil else { return socket.eventLoop.makeSucceededFuture([]) }
-                return presence.touchSession(sid: socket.id, now: now()).map { _ in [] }.recover { error in
+                guard let user = session.user else { return socket.eventLoop.makeSucceededFuture([]) }
+                let now = now()
+                // Python's heartbeat rewrites the entry, so one that a reaper removed after a missed beat comes back.
+                return presence.touchSession(sid: socket.id, now: now).flatMap { found in
+                    found
+                        ? socket.eventLoop.makeSucceededVoidFuture()
+                        : presence.addSession(sid: socket.id, userID: user.id, userJSON: JSONWriter.serialize(user.object), now: now)
+                }.map { [] }.recover { error in
                     logger.warning("heartbeat not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                     return []
                 }

@@ -435,8 +435,7 @@ public enum Switchboard {
                 bridge = try PythonSocketIOBridge(
                     configuration: PythonBridgeConfiguration(
                         channel: configuration.bridge.channel,
-                        hostID: "switchboard-\(cluster.id)",
-                        ackTimeout: socketIOConfiguration.ackTimeout
+                        hostID: "switchboard-\(cluster.id)"
                     ),
                     redis: redisConfiguration,
                     publisher: redisCommands,

@@ -340,6 +340,20 @@ struct OpenWebUIEventsTests {
         #expect(fixture.revalidator.trackedTokens == 1)
     }
 
+    @Test("a heartbeat brings back a session entry that a reaper removed")
+    func heartbeatRecreatesSession() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (client, answer) = try fixture.connect(token: Self.ada)
+        let sid = try fixture.sid(answer)
+        _ = try fixture.packets(client)
+        _ = try fixture.value(fixture.presence.removeSession(sid: sid))
+        fixture.clock.withLockedValue { $0 += 200 }
+        try client.send(#"24["heartbeat",{}]"#)
+        #expect(try fixture.packets(client) == ["34[]"])
+        let stored = try #require(try fixture.value(fixture.presence.session(sid: sid)))
+        #expect(stored == #"{"id":"42","name":"Ada","email":"ada@example.com","role":"user","last_seen_at":1700000250}"#)
+    }
+
     @Test("a server-side disconnect drops the user's cached answer, so the reconnect is checked afresh")
     func serverDisconnectOutdatesCache() throws {
         let fixture = try ContractFixture(broadcastPresence: false)
