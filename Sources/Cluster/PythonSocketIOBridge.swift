@@ -50,6 +50,7 @@ public final class PythonSocketIOBridge: Sendable {
         logger: Logger,
         localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil,
+        observeEmit: PythonBridgeEmitObserver? = nil,
         metrics: ClusterMetrics = ClusterMetrics(),
         redisMetrics: RedisMetrics = RedisMetrics()
     ) throws {
@@ -64,6 +65,7 @@ public final class PythonSocketIOBridge: Sendable {
             logger: logger,
             metrics: metrics,
             localAdapter: localAdapter,
+            observeEmit: observeEmit,
             publish: { payload in
                 publisher.send("PUBLISH", channel, payload).whenComplete { result in
                     do {
@@ -108,9 +110,14 @@ public final class PythonSocketIOBridge: Sendable {
     }
 }
 
+/// Sees each emit a backend publishes (event, arguments, target rooms; nil rooms is everyone), after it was delivered
+/// here: the application's hook for what the backend goes on to do only inside its own process.
+public typealias PythonBridgeEmitObserver = @Sendable (_ event: String, _ args: [JSONValue], _ rooms: Set<String>?) -> Void
+
 /// Carries out bridge messages on this node's own sockets; publishes the answers to calls with `publish`.
 package struct PythonBridgeHandler: Sendable {
     let hostID: String
+    let observeEmit: PythonBridgeEmitObserver?
     let ackTimeout: TimeAmount
     let logger: Logger
     let metrics: ClusterMetrics
@@ -123,9 +130,11 @@ package struct PythonBridgeHandler: Sendable {
         logger: Logger,
         metrics: ClusterMetrics = ClusterMetrics(),
         localAdapter: @escaping @Sendable (String) -> InMemoryAdapter?,
+        observeEmit: PythonBridgeEmitObserver? = nil,
         publish: @escaping @Sendable (ByteBuffer) -> Void
     ) {
         self.hostID = hostID
+        self.observeEmit = observeEmit
         self.ackTimeout = ackTimeout
         self.logger = logger
         self.metrics = metrics
@@ -160,6 +169,7 @@ package struct PythonBridgeHandler: Sendable {
         switch message.action {
         case .emit(let emit):
             self.emit(emit, originHostID: message.hostID)
+            observeEmit?(emit.event, emit.args, emit.rooms)
         case .disconnect(let sid, let namespace):
             forLocalSocket(sid, namespace: namespace) { $0.disconnect() }
         case .enterRoom(let sid, let namespace, let room):

@@ -249,6 +249,21 @@ struct OpenWebUIEvents: Sendable {
         return handlers
     }
 
+    /// Open WebUI follows each `channel:created` it sends to `user:{id}` (a DM or group opened, members added) with
+    /// `enter_room_for_users`, which joins only the sockets of its own process, so none of Switchboard's. Those
+    /// users' sockets here look their channels up afresh and join them, after whatever they were doing.
+    func backendEmitted(_ event: String, _ args: [JSONValue], rooms: Set<String>?, local: InMemoryAdapter) {
+        guard event == "events:channel", args.first?["data"]?["type"]?.stringValue == "channel:created", let rooms
+        else { return }
+        let users = rooms.filter { $0.hasPrefix("user:") }
+        guard !users.isEmpty else { return }
+        local.forEachSocket(matching: BroadcastOptions(rooms: users)) { socket in
+            let session = ContractSession.of(socket)
+            guard session.user != nil, let token = session.token else { return }
+            session.enqueue(socket) { joinChannels(socket, token: token, fresh: true) }
+        }
+    }
+
     // MARK: Steps
 
     /// A refused token is the client's business (debug); a backend or Redis failure is the operator's.

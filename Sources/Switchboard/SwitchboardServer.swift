@@ -441,7 +441,11 @@ public enum Switchboard {
                     publisher: redisCommands,
                     eventLoop: loops[0],
                     logger: logger,
-                    localAdapter: { [socketIO] name in (socketIO.namespace(name)?.adapter as? ClusterAdapter)?.local }
+                    localAdapter: { [socketIO] name in (socketIO.namespace(name)?.adapter as? ClusterAdapter)?.local },
+                    observeEmit: { [socketIO, contract] event, args, rooms in
+                        guard let local = (socketIO.namespace("/")?.adapter as? ClusterAdapter)?.local else { return }
+                        contract.backendEmitted(event, args, rooms: rooms, local: local)
+                    }
                 )
             }
             let trafficTotals: @Sendable () -> TrafficTotals = { metricsRegistry.map(TrafficTotals.init) ?? TrafficTotals() }
