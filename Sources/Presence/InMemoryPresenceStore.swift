@@ -88,6 +88,22 @@ public final class InMemoryPresenceStore: PresenceStore {
         return self.eventLoop.makeSucceededFuture(touched)
     }
 
+    public func setSessionMember(sid: String, name: String, json: String) -> EventLoopFuture<Bool> {
+        let set = self.pools.withLockedValue { pools in
+            guard var session = pools.sessions[sid],
+                let updated = JSONMemberSetter.setting(name, to: json, in: session.json)
+            else { return false }
+            session.json = updated
+            pools.sessions[sid] = session
+            return true
+        }
+        return self.eventLoop.makeSucceededFuture(set)
+    }
+
+    public func allSessions() -> EventLoopFuture<[String]> {
+        self.eventLoop.makeSucceededFuture(self.pools.withLockedValue { $0.sessions.values.map(\.json) })
+    }
+
     public func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
         self.pools.withLockedValue { $0.usage[model, default: [:]][sid] = now }
         return self.eventLoop.makeSucceededVoidFuture()

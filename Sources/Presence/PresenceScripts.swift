@@ -184,10 +184,8 @@ enum PresenceScripts {
             """#
     )
 
-    /// ARGV: sid, now. Sets `last_seen_at` of an existing session in place. Returns 1, or 0 when the session does
-    /// not exist (or its value is not a JSON object).
-    static let touchSession = RedisScript(
-        #"""
+    /// The Lua for editing one member of a stored session object in place (never re-encoding the rest).
+    private static let memberSetter = #"""
         local function skip_ws(s, i) return (string.find(s, '[^ \t\r\n]', i)) end
 
         local function skip_string(s, i)
@@ -267,9 +265,28 @@ enum PresenceScripts {
           return string.sub(s, 1, close - 1) .. separator .. raw_name .. ':' .. value .. string.sub(s, close)
         end
 
+        """#
+
+    /// ARGV: sid, now. Sets `last_seen_at` of an existing session in place. Returns 1, or 0 when the session does
+    /// not exist (or its value is not a JSON object).
+    static let touchSession = RedisScript(
+        memberSetter + #"""
         local raw = redis.call('HGET', KEYS[1], ARGV[1])
         if not raw then return 0 end
         local updated = set_member(raw, '"last_seen_at"', ARGV[2])
+        if not updated then return 0 end
+        redis.call('HSET', KEYS[1], ARGV[1], updated)
+        return 1
+        """#
+    )
+
+    /// KEYS: SESSION_POOL. ARGV: sid, member name as a JSON string, member value as JSON. Sets that member of an
+    /// existing session in place. Returns 1, or 0 when the session does not exist (or is not a JSON object).
+    static let setSessionMember = RedisScript(
+        memberSetter + #"""
+        local raw = redis.call('HGET', KEYS[1], ARGV[1])
+        if not raw then return 0 end
+        local updated = set_member(raw, ARGV[2], ARGV[3])
         if not updated then return 0 end
         redis.call('HSET', KEYS[1], ARGV[1], updated)
         return 1

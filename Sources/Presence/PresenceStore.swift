@@ -23,6 +23,14 @@ public protocol PresenceStore: Sendable {
     /// stored value is not a JSON object).
     func touchSession(sid: String, now: Int) -> EventLoopFuture<Bool>
 
+    /// Sets member `name` of an existing session to `json` (a JSON value), rewriting only that member of the stored
+    /// object (or appending it), e.g. Open WebUI's `chat_ids`. Returns false, changing nothing, if the session does
+    /// not exist (or its stored value is not a JSON object).
+    func setSessionMember(sid: String, name: String, json: String) -> EventLoopFuture<Bool>
+
+    /// Every SESSION_POOL value, read in bounded batches (not one snapshot: a session may come or go meanwhile).
+    func allSessions() -> EventLoopFuture<[String]>
+
     /// USAGE_POOL[model][sid] = {"updated_at": now}, keeping the model's other entries.
     func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void>
 

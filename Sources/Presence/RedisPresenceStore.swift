@@ -48,6 +48,44 @@ public struct RedisPresenceStore: PresenceStore {
         ).map { $0.int == 1 }
     }
 
+    public func setSessionMember(sid: String, name: String, json: String) -> EventLoopFuture<Bool> {
+        self.redis.evaluate(
+            PresenceScripts.setSessionMember,
+            keys: [self.configuration.sessionPoolKey],
+            arguments: [sid, PresenceJSON.quoted(name), json]
+        ).map { $0.int == 1 }
+    }
+
+    public func allSessions() -> EventLoopFuture<[String]> {
+        let promise = self.redis.eventLoop.makePromise(of: [String].self)
+        let key = self.configuration.sessionPoolKey
+        let count = String(max(1, self.configuration.scanBatchSize))
+        @Sendable func batch(cursor: String, values: [String]) {
+            self.redis.send(RESPCommand("HSCAN", key, cursor, "COUNT", count), timeout: nil).whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    promise.fail(error)
+                case .success(let reply):
+                    guard let parts = reply.array, parts.count == 2, let next = parts[0].string,
+                        let members = parts[1].array
+                    else {
+                        promise.fail(PresenceError(code: .unexpectedReply, message: "unexpected HSCAN reply: \(reply)"))
+                        return
+                    }
+                    // HSCAN answers field, value, field, value, …
+                    let found = stride(from: 1, to: members.count, by: 2).compactMap { members[$0].string }
+                    if next == "0" {
+                        promise.succeed(values + found)
+                    } else {
+                        batch(cursor: next, values: values + found)
+                    }
+                }
+            }
+        }
+        batch(cursor: "0", values: [])
+        return promise.futureResult
+    }
+
     public func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
         self.redis.evaluate(
             PresenceScripts.recordUsage,

@@ -47,8 +47,10 @@ final class BackendClient: Sendable {
     }
 
     /// GET `path` with the user's token; the answer parsed as JSON.
-    func getJSON(_ path: String, bearer token: String, on eventLoop: EventLoop) -> EventLoopFuture<JSONValue> {
-        request(.GET, path, bearer: token, body: nil, on: eventLoop).flatMapThrowing { body in
+    func getJSON(_ path: String, bearer token: String, maxBytes: Int = maxAnswerBytes, on eventLoop: EventLoop)
+        -> EventLoopFuture<JSONValue>
+    {
+        request(.GET, path, bearer: token, body: nil, maxBytes: maxBytes, on: eventLoop).flatMapThrowing { body in
             guard let body, body.readableBytes > 0 else {
                 throw BackendFailure(kind: .invalidAnswer, detail: "GET \(path) answered an empty body")
             }
@@ -77,6 +79,7 @@ final class BackendClient: Sendable {
         _ path: String,
         bearer token: String?,
         body: ByteBuffer?,
+        maxBytes: Int = maxAnswerBytes,
         on eventLoop: EventLoop
     ) -> EventLoopFuture<ByteBuffer?> {
         let request: HTTPClient.Request
@@ -94,7 +97,7 @@ final class BackendClient: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(BackendFailure(kind: .unavailable, detail: "bad URL \(baseURL + path)"))
         }
-        let delegate = ResponseAccumulator(request: request, maxBodySize: Self.maxAnswerBytes)
+        let delegate = ResponseAccumulator(request: request, maxBodySize: maxBytes)
         let task = http.execute(
             request: request,
             delegate: delegate,

@@ -48,6 +48,8 @@ final class ContractSession: @unchecked Sendable {
     var user: AuthenticatedUser?
     /// The token `user` was authenticated with: kept in memory to re-validate it, never logged.
     var token: String?
+    /// The shared chats this socket has open (its `chat:{id}` rooms), as SESSION_POOL's `chat_ids` says.
+    var chatIDs: [String] = []
     let queue: OrderedWorkQueue
 
     init(eventLoop: EventLoop) {
@@ -80,6 +82,8 @@ struct OpenWebUIEvents: Sendable {
     var revalidator: SessionRevalidator?
     /// Where direct-completion chunks are published (the Redis Open WebUI's `redis_event_listener` reads).
     var directCompletions: DirectCompletionChannel?
+    /// Publishes who has a shared chat open; nil keeps `events:chat` join/leave from publishing presence.
+    var chatPresence: ChatPresence?
     let strict: Bool
     let broadcastPresence: Bool
     let nodeID: String
@@ -206,6 +210,9 @@ struct OpenWebUIEvents: Sendable {
                 }
             }
         }
+        handlers.on("events:chat") { socket, args, ack in
+            queue(socket, ack) { session in chatEvent(socket, session, args, wantsAck: ack != nil) }
+        }
         handlers.on("join-note") { socket, args, ack in
             let token = Self.token(in: args.first?["auth"])
             let noteID = args.first?["note_id"]
@@ -238,9 +245,13 @@ struct OpenWebUIEvents: Sendable {
                 guard session.user != nil else { return socket.eventLoop.makeSucceededVoidFuture() }
                 session.user = nil
                 session.token = nil
+                let chats = session.chatIDs
+                session.chatIDs = []
                 return presence.removeSession(sid: socket.id).flatMap { removal in
-                    guard removal.removed, broadcastPresence else { return socket.eventLoop.makeSucceededVoidFuture() }
-                    return broadcastUserList(socket.namespace, on: socket.eventLoop)
+                    // As Python: the shared chats this socket had open learn it left.
+                    var steps = chats.map { publishChatPresence($0, socket) }
+                    if removal.removed, broadcastPresence { steps.append(broadcastUserList(socket.namespace, on: socket.eventLoop)) }
+                    return EventLoopFuture.andAllComplete(steps, on: socket.eventLoop)
                 }.flatMapErrorThrowing { error in
                     logger.warning("session not removed", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                 }
@@ -341,6 +352,86 @@ struct OpenWebUIEvents: Sendable {
         ])
         socket.namespace.emit(name, [typing], to: ["channel:\(channel)"])
         return socket.eventLoop.makeSucceededFuture([])
+    }
+
+    /// Open WebUI's `events:chat` (0.12.4 `chat_events`): `join`/`leave` a shared chat's room (acked true/false),
+    /// `typing` relayed to the others in it, `last_read_at` to the backend.
+    private func chatEvent(_ socket: Socket, _ session: ContractSession, _ args: [JSONValue], wantsAck: Bool)
+        -> EventLoopFuture<[JSONValue]>
+    {
+        let loop = socket.eventLoop
+        guard let user = session.user, let token = session.token, let payload = args.first else {
+            return loop.makeSucceededFuture([])
+        }
+        let type = payload["data"]?["type"]?.stringValue
+        let chatID = payload["chat_id"]?.stringValue
+        let refused = loop.makeSucceededFuture([JSONValue.bool(false)])
+        switch type {
+        case "typing"?:
+            guard let chatID, Self.isSavedChatID(chatID), case .bool(let typing)? = payload["data"]?["data"]?["typing"]
+            else { return refused }
+            let room = "chat:\(chatID)"
+            guard socket.isIn(room), Self.isPathSafe(chatID) else { return refused }
+            return users.canWriteChat(chatID, token: token, on: loop).hop(to: loop).map { allowed in
+                guard allowed else { return [false] }
+                let event: JSONValue = [
+                    "chat_id": .string(chatID), "user_id": .string(user.id),
+                    "user": ["id": .string(user.id), "name": .string(user.name)], "shared": true,
+                    "data": ["type": "typing", "data": ["typing": .bool(typing)]],
+                ]
+                socket.namespace.emit("events", [event], to: [room], except: [socket.id])
+                return [true]
+            }.recover { error in
+                report(error, "chat typing not relayed", socket)
+                return [false]
+            }
+        case "join"?, "leave"?:
+            guard let chatID, Self.isSavedChatID(chatID), Self.isPathSafe(chatID) else { return refused }
+            let room = "chat:\(chatID)"
+            let entered: EventLoopFuture<Bool>
+            if type == "leave" {
+                socket.leave(room)
+                entered = loop.makeSucceededFuture(true)
+            } else {
+                entered = users.canReadChat(chatID, token: token, on: loop).hop(to: loop).map { allowed in
+                    if allowed { socket.join(room) }
+                    return allowed
+                }
+            }
+            return entered.flatMap { accepted -> EventLoopFuture<[JSONValue]> in
+                guard accepted else { return loop.makeSucceededFuture([false]) }
+                let chatIDs = socket.rooms.filter { $0.hasPrefix("chat:") }.map { String($0.dropFirst(5)) }.sorted()
+                let list = JSONWriter.serialize(.array(chatIDs.map(JSONValue.string)))
+                return presence.setSessionMember(sid: socket.id, name: "chat_ids", json: list).hop(to: loop).flatMap {
+                    stored in
+                    guard stored else {
+                        // No session entry to hold it (reaped, or not yet written): Python leaves the room again.
+                        socket.leave(room)
+                        return loop.makeSucceededFuture([false])
+                    }
+                    session.chatIDs = chatIDs
+                    return publishChatPresence(chatID, socket).map { [true] }
+                }
+            }.recover { error in
+                report(error, "chat \(type ?? "") refused", socket)
+                return [false]
+            }
+        case "last_read_at"?:
+            // Needs Open WebUI's database; no HTTP route writes it.
+            return forward("events:chat", socket, session, args, wantsAck: wantsAck)
+        default:
+            return loop.makeSucceededFuture([])
+        }
+    }
+
+    private func publishChatPresence(_ chatID: String, _ socket: Socket) -> EventLoopFuture<Void> {
+        guard let chatPresence else { return socket.eventLoop.makeSucceededVoidFuture() }
+        return chatPresence.publish(chatID: chatID, namespace: socket.namespace, on: socket.eventLoop)
+    }
+
+    /// Open WebUI's `is_saved_chat_id`: not a temporary (`temporary:`, `local:`) or channel (`channel:`) chat.
+    static func isSavedChatID(_ id: String) -> Bool {
+        !id.isEmpty && !id.hasPrefix("temporary:") && !id.hasPrefix("local:") && !id.hasPrefix("channel:")
     }
 
     /// Open WebUI's `join-note`: the token in the payload must authenticate, and the backend must let that user

@@ -420,6 +420,14 @@ public enum Switchboard {
                 now: { PresenceSweeper.systemClock() }
             )
             contract.revalidator = revalidator
+            contract.chatPresence = ChatPresence(
+                presence: presence.store,
+                redis: redisCommands,
+                keyPrefix: configuration.auth.keyPrefix,
+                sessionMaxAge: Int(presenceConfiguration.sessionMaxAge.nanoseconds / 1_000_000_000),
+                logger: logger,
+                now: { PresenceSweeper.systemClock() }
+            )
             contract.directCompletions = redisCommands.map {
                 DirectCompletionChannel(redis: $0, keyPrefix: configuration.auth.keyPrefix)
             }

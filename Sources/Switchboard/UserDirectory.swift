@@ -111,6 +111,7 @@ final class UserDirectory: Sendable {
     let revalidatePath: String
     let users: ExpiringCache<CachedUser>
     let channels: ExpiringCache<[String]>
+    let chatWriteAccess: ExpiringCache<Bool>
     let logger: Logger
     /// Epoch seconds, injectable for tests.
     let now: @Sendable () -> Int
@@ -136,6 +137,7 @@ final class UserDirectory: Sendable {
         self.revalidatePath = revalidatePath
         self.users = ExpiringCache(ttl: cacheTTL)
         self.channels = ExpiringCache(ttl: cacheTTL)
+        self.chatWriteAccess = ExpiringCache(ttl: cacheTTL)
         self.logger = logger
         self.now = now
     }
@@ -301,6 +303,44 @@ final class UserDirectory: Sendable {
         return backend.get("/api/v1/notes/\(id)", bearer: token, on: eventLoop).map { _ in true }.flatMapError { error in
             if let status = (error as? BackendFailure)?.status, (400..<500).contains(status) {
                 return eventLoop.makeSucceededFuture(false)
+            }
+            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "\(error)", isInfrastructure: true))
+        }
+    }
+
+    /// A whole chat (`GET /api/v1/chats/{id}`) can hold a long history; it is read only to learn write access.
+    static let maxChatAnswerBytes = 64 << 20
+
+    /// Whether the token's user may read chat `id`: `GET /api/v1/chats/{id}/tags` runs exactly Open WebUI's read
+    /// check (`get_accessible_chat_by_id`) and answers little.
+    func canReadChat(_ id: String, token: String, on eventLoop: EventLoop) -> EventLoopFuture<Bool> {
+        accessCheck("/api/v1/chats/\(id)/tags", token: token, on: eventLoop).map { $0 != nil }
+    }
+
+    /// Whether the token's user may write to chat `id`: Open WebUI's chat answer says `share_mode: "continue"`
+    /// exactly when its write check passes. Cached per token and chat like users are.
+    func canWriteChat(_ id: String, token: String, on eventLoop: EventLoop) -> EventLoopFuture<Bool> {
+        let key = id + "\u{0}" + token
+        if let cached = chatWriteAccess.value(for: key, now: .now()) { return eventLoop.makeSucceededFuture(cached) }
+        return accessCheck("/api/v1/chats/\(id)", token: token, maxBytes: Self.maxChatAnswerBytes, on: eventLoop).map {
+            answer in
+            let allowed = answer?["chat"]?["share_mode"]?.stringValue == "continue"
+            self.chatWriteAccess.store(allowed, for: key, now: .now())
+            return allowed
+        }
+    }
+
+    /// The answer of an access-checked GET, nil when the backend refuses (4xx); fails when it cannot tell.
+    private func accessCheck(_ path: String, token: String, maxBytes: Int = BackendClient.maxAnswerBytes, on eventLoop: EventLoop)
+        -> EventLoopFuture<JSONValue?>
+    {
+        guard let backend else {
+            return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "no backend to check access"))
+        }
+        return backend.getJSON(path, bearer: token, maxBytes: maxBytes, on: eventLoop).map { Optional($0) }.flatMapError {
+            error in
+            if let status = (error as? BackendFailure)?.status, (400..<500).contains(status) {
+                return eventLoop.makeSucceededFuture(nil)
             }
             return eventLoop.makeFailedFuture(AuthenticationFailure(reason: "\(error)", isInfrastructure: true))
         }

@@ -97,6 +97,29 @@ struct PresenceStoreTests {
         }
     }
 
+    @Test("setSessionMember sets one member in place (Open WebUI's chat_ids) and reads every session back", arguments: StoreKind.allCases)
+    func setSessionMember(kind: StoreKind) async throws {
+        try await withStore(kind) { pools in
+            try await pools.store.addSession(sid: "s1", userID: "u1", userJSON: Self.ann, now: 100).get()
+            #expect(try await pools.store.setSessionMember(sid: "s1", name: "chat_ids", json: #"["c1","c2"]"#).get())
+            #expect(
+                try await pools.sessionPool()["s1"]
+                    == #"{"id":"u1","name":"Ann","settings":{"models":[]},"info":null,"last_seen_at":100,"chat_ids":["c1","c2"]}"#
+            )
+            #expect(try await pools.store.setSessionMember(sid: "s1", name: "chat_ids", json: "[]").get())
+            #expect(try await pools.store.touchSession(sid: "s1", now: 130).get())
+            #expect(
+                try await pools.sessionPool()["s1"]
+                    == #"{"id":"u1","name":"Ann","settings":{"models":[]},"info":null,"last_seen_at":130,"chat_ids":[]}"#
+            )
+            #expect(try await pools.store.setSessionMember(sid: "ghost", name: "chat_ids", json: "[]").get() == false)
+            #expect(try await pools.sessionPool().keys.sorted() == ["s1"])
+            try await pools.store.addSession(sid: "s2", userID: "u2", userJSON: #"{"id":"u2"}"#, now: 100).get()
+            let stored = try await pools.sessionPool().values.sorted()
+            #expect(try await pools.store.allSessions().get().sorted() == stored)
+        }
+    }
+
     @Test("recordUsage merges {sid: {updated_at}} per model, times as integers", arguments: StoreKind.allCases)
     func recordUsage(kind: StoreKind) async throws {
         try await withStore(kind) { pools in

@@ -69,6 +69,10 @@ final class FlakyStore: PresenceStore {
         self.inner.addSession(sid: sid, userID: userID, userJSON: userJSON, now: now)
     }
     func touchSession(sid: String, now: Int) -> EventLoopFuture<Bool> { self.inner.touchSession(sid: sid, now: now) }
+    func setSessionMember(sid: String, name: String, json: String) -> EventLoopFuture<Bool> {
+        self.inner.setSessionMember(sid: sid, name: name, json: json)
+    }
+    func allSessions() -> EventLoopFuture<[String]> { self.inner.allSessions() }
     func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
         self.inner.recordUsage(sid: sid, model: model, now: now)
     }

@@ -50,6 +50,10 @@ final class StallablePresenceStore: PresenceStore {
     func recordUsage(sid: String, model: String, now: Int) -> EventLoopFuture<Void> {
         inner.recordUsage(sid: sid, model: model, now: now)
     }
+    func setSessionMember(sid: String, name: String, json: String) -> EventLoopFuture<Bool> {
+        inner.setSessionMember(sid: sid, name: name, json: json)
+    }
+    func allSessions() -> EventLoopFuture<[String]> { inner.allSessions() }
     func removeSession(sid: String) -> EventLoopFuture<SessionRemoval> { inner.removeSession(sid: sid) }
     func removeSessions(withPrefix prefix: String) -> EventLoopFuture<Int> { inner.removeSessions(withPrefix: prefix) }
     func session(sid: String) -> EventLoopFuture<String?> { inner.session(sid: sid) }
@@ -113,6 +117,14 @@ final class ContractFixture {
             now: now
         )
         events.revalidator = revalidator
+        events.chatPresence = ChatPresence(
+            presence: presence,
+            redis: nil,
+            keyPrefix: "open-webui",
+            sessionMaxAge: 120,
+            logger: silentLogger,
+            now: now
+        )
         io.addNamespace("/", handlers: events.handlers())
         let engine = EngineServer(
             configuration: EngineConfiguration(pingInterval: .seconds(300), pingTimeout: .seconds(300)),
@@ -274,7 +286,7 @@ struct OpenWebUIEventsTests {
         let (client, _) = try fixture.connect(token: Self.ada)
         _ = try fixture.packets(client)
         fixture.presence.stall()
-        try client.send(#"21["heartbeat",{}]"#, #"22["events:chat",{"n":1}]"#, #"23["user-list"]"#)
+        try client.send(#"21["heartbeat",{}]"#, #"22["events:unknown",{"n":1}]"#, #"23["user-list"]"#)
         #expect(try fixture.packets(client) == [])
         fixture.presence.release()
         #expect(
@@ -413,5 +425,56 @@ struct DirectCompletionTests {
         let members = try fixture.value(fixture.io.namespace("/")!.adapter.socketIDs(matching: .init(rooms: ["note:n1"])))
         #expect(members.isEmpty)
         _ = answer
+    }
+}
+
+@Suite("Open WebUI's shared-chat presence and events:chat")
+struct ChatPresenceTests {
+    @Test("present: the sessions holding the chat and seen within the timeout, one entry per user, sorted by id")
+    func users() {
+        let sessions = [
+            #"{"id":"u2","name":"Grace","chat_ids":["c1","c2"],"last_seen_at":1000}"#,
+            #"{"id":"u1","name":"Ada","chat_ids":["c1"],"last_seen_at":990.5}"#,
+            #"{"id":"u1","name":"Ada","chat_ids":["c1"],"last_seen_at":1000}"#,
+            #"{"id":"u3","name":"Alan","chat_ids":["c1"],"last_seen_at":800}"#,
+            #"{"id":"u4","chat_ids":["c1"],"last_seen_at":1000}"#,
+            #"{"id":"u5","name":"Ken","chat_ids":["c2"],"last_seen_at":1000}"#,
+            #"{"id":"u6","name":"Ed","last_seen_at":1000}"#,
+            "not json",
+        ]
+        let users = ChatPresence.users(in: sessions, chatID: "c1", now: 1010, maxAge: 120)
+        #expect(
+            JSONWriter.serialize(.array(users))
+                == #"[{"id":"u1","name":"Ada"},{"id":"u2","name":"Grace"},{"id":"u4","name":""}]"#
+        )
+        #expect(
+            JSONWriter.serialize(ChatPresence.event(chatID: "c1", users: []))
+                == #"{"chat_id":"c1","shared":true,"data":{"type":"chat:presence","data":{"users":[]}}}"#
+        )
+    }
+
+    @Test("saved chat ids are neither temporary nor channel chats", arguments: [
+        ("0b8e2c1a", true), ("temporary:abc", false), ("local:abc", false), ("channel:abc", false), ("", false),
+    ])
+    func savedChatIDs(id: String, saved: Bool) {
+        #expect(OpenWebUIEvents.isSavedChatID(id) == saved)
+    }
+
+    @Test("join is refused when access cannot be checked; bad payloads are refused; leave is accepted")
+    func joinAndLeaveWithoutBackend() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (client, answer) = try fixture.connect(token: OpenWebUIEventsTests.ada)
+        let sid = try fixture.sid(answer)
+        try client.send(
+            #"21["events:chat",{"chat_id":"c1","data":{"type":"join"}}]"#,
+            #"22["events:chat",{"chat_id":"temporary:x","data":{"type":"join"}}]"#,
+            #"23["events:chat",{"chat_id":"c1","data":{"type":"typing","data":{"typing":"yes"}}}]"#,
+            #"24["events:chat",{"chat_id":"c1","data":{"type":"typing","data":{"typing":true}}}]"#,
+            #"25["events:chat",{"chat_id":"c1","data":{"type":"leave"}}]"#
+        )
+        // Typing needs the room (and write access); the one who left is not told the chat's presence.
+        #expect(try fixture.packets(client) == ["31[false]", "32[false]", "33[false]", "34[false]", "35[true]"])
+        let stored = try #require(try fixture.value(fixture.presence.session(sid: sid)))
+        #expect(stored.hasSuffix(#""chat_ids":[]}"#), "\(stored)")
     }
 }
