@@ -632,7 +632,7 @@ def test_documented_redis_acl_is_enough_for_a_node(serve_factory, redis_server):
         assert client.call("user-join", {"auth": {"token": token()}}, timeout=TIMEOUT) == {"id": "user-1", "name": "Ada"}
         client.call("heartbeat", {}, timeout=TIMEOUT)
         client.call("usage", {"model": "m1"}, timeout=TIMEOUT)
-        client.call("events:chat", {"x": 1}, timeout=TIMEOUT)  # forwarded: XADD on the stream
+        client.call("ydoc:document:update", {"x": 1}, timeout=TIMEOUT)  # forwarded: XADD on the stream
         assert r.command("XLEN", "switchboard:events") >= 1
         # The backend API on the other node: a cluster-wide emit and the pools.
         api = requests.post(second.base + "/api/v1/emit", json={"event": "hello", "args": [1], "to": "all"},

@@ -110,8 +110,10 @@ def test_user_from_token_without_backend(owui):
     pool = owui.session_pool()
     for sid in (named.sid, plain.sid):
         assert near_now(pool[sid].pop("last_seen_at")), pool[sid]
-    assert pool[named.sid] == {"id": "tok-1", "name": "Token Name", "email": "t@example.com", "role": "admin",
-                               "profile_image_url": "/img/1.png"}, pool[named.sid]
+    # profile_image_url is one of the five fields Open WebUI keeps out of SESSION_POOL.
+    assert pool[named.sid] == {"id": "tok-1", "name": "Token Name", "email": "t@example.com", "role": "admin"}, (
+        pool[named.sid]
+    )
     assert pool[plain.sid] == {"id": "tok-2", "name": "tok-2", "role": "user"}, (
         f"name defaults to the id, role to user, nothing else: {pool[plain.sid]}"
     )
@@ -167,8 +169,8 @@ def test_typing_reaches_exactly_the_channel_members_on_every_node(owui, event):
             m.wait_for(event, lambda a, s=s: tag_of(a) == f"{FENCE}{s.name}", what=f"fence of {s.name}")
     u4.wait_for(event, lambda a: tag_of(a) == f"{FENCE}c2", what="c2 fence")
 
-    want1 = {**p1, "user": {"id": "u1", "name": NAMES["u1"]}}
-    want3 = {**p3, "user": {"id": "u3", "name": NAMES["u3"]}}
+    want1 = {**p1, "user": {"id": "u1", "name": NAMES["u1"], "role": "user"}}
+    want3 = {**p3, "user": {"id": "u3", "name": NAMES["u3"], "role": "user"}}
     for m in members_c1:
         got = [a for a in m.events(event) if not tag_of(a).startswith(FENCE)]
         assert counter_of(got) == counter_of([(want1,), (want3,)]), (
@@ -190,7 +192,7 @@ def test_join_channels_joins_the_users_channels(owui):
     warm(lambda tag: u2.emit("events:channel", typing("c7", tag)), [u1, u2], "events:channel", what="u2 -> c7")
     p = typing("c7", "hello")
     assert u2.call("events:channel", p) is None
-    u1.wait_for("events:channel", lambda a: a == ({**p, "user": {"id": "u2", "name": NAMES["u2"]}},))
+    u1.wait_for("events:channel", lambda a: a == ({**p, "user": {"id": "u2", "name": NAMES["u2"], "role": "user"}},))
 
 
 def test_non_typing_channel_event_of_a_member_goes_to_the_backend(owui):
@@ -528,26 +530,37 @@ def test_user_details_come_from_the_backend_and_are_cached_per_token(owui):
 
     c2 = owui.client(A, "c2", token=token)
     assert user_join(c2) == {"id": "u1", "name": "Name From Backend"}
-    assert c2.call("join-channels", {"auth": {"token": token}}) is None
     assert owui.backend.count(USER_PATH) == 1, "second connect with the same token called the backend again"
     assert owui.backend.count(CHANNELS_PATH) == 1, "channels not cached per token"
+    # join-channels comes right after the user created a channel: always asked afresh.
+    assert c2.call("join-channels", {"auth": {"token": token}}) is None
+    assert owui.backend.count(CHANNELS_PATH) == 2, "join-channels answered from the cache"
 
     c3 = owui.client(A, "c3", user="u1")  # another token of the same user
     assert user_join(c3) == {"id": "u1", "name": "Name From Backend"}
     assert owui.backend.count(USER_PATH) == 2
 
 
-def test_session_pool_holds_the_whole_backend_user_object(owui):
+def test_session_pool_holds_open_webuis_user_fields_and_never_the_token(owui):
     (A,) = owui.start(1)
     owui.backend.names["u1"] = "Full User"
-    owui.backend.user_extra = {"email": "u1@example.com", "profile_image_url": "/user.png",
-                               "settings": {"ui": {"theme": "dark"}}}
-    c = owui.client(A, "c", user="u1")
+    token = mint("u1")
+    # What Open WebUI 0.12.4's GET /api/v1/auths/ answers: the caller's own bearer token among the user's fields.
+    owui.backend.user_extra = {
+        "token": token, "token_type": "Bearer", "expires_at": int(time.time()) + 3600, "email": "u1@example.com",
+        "profile_image_url": "/user.png", "bio": "b", "gender": "g", "date_of_birth": "1815-12-10",
+        "status_emoji": None, "status_message": "busy", "status_expires_at": None,
+        "permissions": {"chat": {"file_upload": True}}, "settings": {"ui": {"theme": "dark"}}, "api_key": "sk-1",
+    }
+    c = owui.client(A, "c", token=token)
     wait_until(lambda: c.sid in owui.session_pool(), what="session")
     entry = owui.session_pool()[c.sid]
-    want = {"id": "u1", "name": "Full User", "role": "user", **owui.backend.user_extra}
+    want = {"id": "u1", "name": "Full User", "role": "user", "email": "u1@example.com", "status_emoji": None,
+            "status_message": "busy", "status_expires_at": None, "settings": {"ui": {"theme": "dark"}}}
     assert {k: v for k, v in entry.items() if k != "last_seen_at"} == want, entry
     assert near_now(entry["last_seen_at"])
+    raw = owui.r.hgetall(f"{PREFIX}:session_pool")
+    assert not any(token in v or "sk-1" in v or "permissions" in v for v in raw.values()), raw
 
 
 def test_user_join_with_a_bad_token_on_an_authenticated_socket_acks_nothing_and_joins_nothing(owui):
@@ -727,25 +740,25 @@ def test_unhandled_events_forwarded_over_http_in_order_with_sid_and_user(owui):
     b = owui.client(B, "b", user="u2")
     n = 25
     for i in range(n):
-        a.emit("events:chat", {"chat_id": "chat-a", "seq": i})
-        b.emit("events:chat", {"chat_id": "chat-b", "seq": i})
-    assert a.call("events:chat", {"chat_id": "chat-a", "seq": "end"}) == {"ok": True}
-    assert b.call("events:chat", {"chat_id": "chat-b", "seq": "end"}) == {"ok": True}
-    a.emit("join-note", {"note_id": "n1"})
+        a.emit("ydoc:document:update", {"chat_id": "chat-a", "seq": i})
+        b.emit("ydoc:document:update", {"chat_id": "chat-b", "seq": i})
+    assert a.call("ydoc:document:update", {"chat_id": "chat-a", "seq": "end"}) == {"ok": True}
+    assert b.call("ydoc:document:update", {"chat_id": "chat-b", "seq": "end"}) == {"ok": True}
+    a.emit("encryption:status", {"note_id": "n1"})
     b.emit("ydoc:document:update", {"document_id": "d1"}, "second-arg")
     owui.backend.wait_forwarded(2 * (n + 1) + 2)
     bodies = owui.backend.forwarded()
     for cl, node, uid, chat in ((a, A, "u1", "chat-a"), (b, B, "u2", "chat-b")):
         mine = [x for x in bodies if x.get("sid") == cl.sid]
-        chats = [x for x in mine if x.get("event") == "events:chat"]
+        chats = [x for x in mine if x.get("event") == "ydoc:document:update" and "seq" in x["args"][0]]
         assert [x["args"][0]["seq"] for x in chats] == list(range(n)) + ["end"], f"order for {cl.name}: {chats[:5]}"
         for x in mine:
             assert x["user_id"] == uid and x["namespace"] == "/" and x["node"] == node.node_id, x
             assert set(x) >= {"event", "args", "sid", "user_id", "namespace", "node"}, x
         assert chats[0]["args"] == [{"chat_id": chat, "seq": 0}]
-    note = [x for x in bodies if x.get("event") == "join-note"]
+    note = [x for x in bodies if x.get("event") == "encryption:status"]
     assert note and note[0]["args"] == [{"note_id": "n1"}] and note[0]["sid"] == a.sid
-    ydoc = [x for x in bodies if x.get("event") == "ydoc:document:update"]
+    ydoc = [x for x in bodies if x.get("event") == "ydoc:document:update" and "document_id" in x["args"][0]]
     assert ydoc and ydoc[0]["args"] == [{"document_id": "d1"}, "second-arg"]
     assert {e["authorization"] for e in owui.backend.events} == {f"Bearer {API_KEY}"}
 
@@ -755,18 +768,18 @@ def test_forward_ack_carries_the_backends_answer(owui):
     owui.backend.slow_seconds = 3.0
     c = owui.client(A, "c", user="u1")
     owui.backend.forward_answer = {"ok": True, "answer": [1, 2]}
-    assert c.call("events:chat", {"x": 1}) == {"ok": True, "answer": [1, 2]}
+    assert c.call("ydoc:document:update", {"x": 1}) == {"ok": True, "answer": [1, 2]}
     owui.backend.forward_answer = [1, "two", {"3": None}]
-    assert c.call("events:chat", {"x": 2}) == (1, "two", {"3": None}), "a JSON array is the ack's arguments"
+    assert c.call("ydoc:document:update", {"x": 2}) == (1, "two", {"3": None}), "a JSON array is the ack's arguments"
     owui.backend.forward_answer = "fine"
-    assert c.call("events:chat", {"x": 3}) == "fine"
+    assert c.call("ydoc:document:update", {"x": 3}) == "fine"
     owui.backend.forward_answer = FORWARD_EMPTY
-    assert c.call("events:chat", {"x": 4}) is None, "an empty body acks with no arguments"
+    assert c.call("ydoc:document:update", {"x": 4}) is None, "an empty body acks with no arguments"
     owui.backend.set_mode("failing", FORWARD_PATH)
-    assert c.call("events:chat", {"x": 5}) == {"error": "backend unavailable"}
+    assert c.call("ydoc:document:update", {"x": 5}) == {"error": "backend unavailable"}
     owui.backend.set_mode("slow", FORWARD_PATH)
     t0 = time.monotonic()
-    assert c.call("events:chat", {"x": 6}) == {"error": "backend unavailable"}
+    assert c.call("ydoc:document:update", {"x": 6}) == {"error": "backend unavailable"}
     assert time.monotonic() - t0 < 2.8, "the forward POST is bounded by --backend-timeout"
     assert [b["args"] for b in owui.backend.forwarded()][:6] == [[{"x": i}] for i in range(1, 7)]
 
@@ -774,7 +787,7 @@ def test_forward_ack_carries_the_backends_answer(owui):
 def test_forward_without_api_key_sends_no_authorization(owui):
     (A,) = owui.start(1, api_key=None)
     c = owui.client(A, "c", user="u1")
-    assert c.call("events:chat", {"x": 1}) == {"ok": True}
+    assert c.call("ydoc:document:update", {"x": 1}) == {"ok": True}
     assert [e["authorization"] for e in owui.backend.events] == [""]
 
 
@@ -785,27 +798,27 @@ def test_forward_events_redis_appends_to_the_stream_in_order(owui):
     b = owui.client(B, "b", user="u2")
     n = 20
     for i in range(n):
-        a.emit("events:chat", {"seq": i})
-    assert a.call("events:chat", {"seq": "end"}) is None
-    assert b.call("join-note", {"note_id": "n1"}, "x") is None
+        a.emit("ydoc:document:update", {"seq": i})
+    assert a.call("ydoc:document:update", {"seq": "end"}) is None
+    assert b.call("encryption:status", {"note_id": "n1"}, "x") is None
     entries = owui.r.xrange("switchboard:events")
     assert len(entries) == n + 1, f"{len(entries)} entries in switchboard:events"
     for i, (_id, fields) in enumerate(entries):
         assert set(fields) >= {"event", "args", "sid", "user_id", "namespace", "node"}, fields
-        assert fields["event"] == "events:chat" and fields["sid"] == a.sid and fields["user_id"] == "u1", fields
+        assert fields["event"] == "ydoc:document:update" and fields["sid"] == a.sid and fields["user_id"] == "u1", fields
         assert fields["namespace"] == "/" and fields["node"] == A.node_id, fields
         assert json.loads(fields["args"]) == [{"seq": i if i < n else "end"}], fields
     (entry,) = owui.r.xrange("owui:test-events")
     fields = entry[1]
-    assert fields["event"] == "join-note" and fields["sid"] == b.sid and fields["node"] == B.node_id
+    assert fields["event"] == "encryption:status" and fields["sid"] == b.sid and fields["node"] == B.node_id
     assert json.loads(fields["args"]) == [{"note_id": "n1"}, "x"]
 
 
 def test_forward_events_none_acks_not_handled(owui):
     (A,) = owui.start(1, "--forward-events", "none")
     c = owui.client(A, "c", user="u1")
-    assert c.call("events:chat", {"x": 1}) == {"error": "event not handled"}
-    assert c.call("join-note", {"note_id": "n"}) == {"error": "event not handled"}
+    assert c.call("ydoc:document:update", {"x": 1}) == {"error": "event not handled"}
+    assert c.call("encryption:status", {"note_id": "n"}) == {"error": "event not handled"}
     assert owui.backend.count(FORWARD_PATH) == 0
     assert owui.r.exists("switchboard:events") == 0
 
@@ -832,8 +845,8 @@ def test_a_sockets_events_are_handled_one_at_a_time_across_backend_waits(owui):
         return cb
 
     t0 = time.monotonic()
-    c.sio.emit("events:chat", {"n": 1}, callback=on_ack("chat1"))
-    c.sio.emit("events:chat", {"n": 2}, callback=on_ack("chat2"))
+    c.sio.emit("ydoc:document:update", {"n": 1}, callback=on_ack("chat1"))
+    c.sio.emit("ydoc:document:update", {"n": 2}, callback=on_ack("chat2"))
     c.sio.emit("usage", {"model": "ordered-model"}, callback=on_ack("usage"))
     # another socket is not queued behind c's events
     t_other = time.monotonic()
@@ -862,7 +875,7 @@ def test_a_socket_with_more_than_256_waiting_events_is_disconnected(owui):
     other = owui.client(A, "other", user="u2")
     wait_until(lambda: {flood.sid, other.sid} <= set(owui.session_pool()), what="both sessions")
     for i in range(400):
-        flood.emit("events:chat", {"n": i})
+        flood.emit("ydoc:document:update", {"n": i})
     flood.wait_disconnected(timeout=TIMEOUT)
     wait_until(lambda: flood.sid not in owui.session_pool(), what="flood left SESSION_POOL")
     assert other.connected and other.call("heartbeat", {}) is None
@@ -887,7 +900,7 @@ def test_custom_backend_paths(owui):
     assert user_join(c) == {"id": "u1", "name": "Custom Path User"}
     assert owui.backend.count("/custom/me") == 1 and owui.backend.count("/custom/my-channels/") == 1
     wait_until(lambda: api_ok(A, "GET", "/api/v1/rooms/channel%3Ac5")["sids"] == [c.sid], what="c in channel:c5")
-    assert c.call("events:chat", {"x": 1}) == {"ok": True}
+    assert c.call("ydoc:document:update", {"x": 1}) == {"ok": True}
     assert owui.backend.count("/custom/events") == 1
     for default in (USER_PATH, CHANNELS_PATH, FORWARD_PATH):
         assert owui.backend.count(default) == 0, f"the default path {default} was called"
@@ -911,7 +924,7 @@ def test_configuration_from_the_environment(owui):
     c = owui.client(A, "c", user="u1")
     wait_until(lambda: c.sid in owui.session_pool("envp"), what="envp:session_pool")
     assert owui.session_pool("envp")[c.sid]["name"] == "Env User"
-    assert c.call("events:chat", {}) == {"error": "event not handled"}
+    assert c.call("ydoc:document:update", {}) == {"error": "event not handled"}
     assert api_ok(A, "GET", "/api/v1/users/online") == {"user_ids": ["u1"]}
 
 
@@ -991,4 +1004,4 @@ def test_polling_client_goes_through_the_contract(owui):
     warm(lambda tag: ws.emit("events:channel", typing("c1", tag)), [poller], "events:channel", what="ws -> c1 (polling)")
     p = typing("c1", "to-poller")
     assert ws.call("events:channel", p) is None
-    poller.wait_for("events:channel", lambda a: a == ({**p, "user": {"id": "u2", "name": NAMES["u2"]}},))
+    poller.wait_for("events:channel", lambda a: a == ({**p, "user": {"id": "u2", "name": NAMES["u2"], "role": "user"}},))
