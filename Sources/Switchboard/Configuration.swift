@@ -135,8 +135,9 @@ public struct SwitchboardConfiguration: Sendable {
 
     /// The Open WebUI event contract on namespace `/` of `serve`.
     public struct ContractSettings: Sendable {
-        /// Broadcast `user-list` and `usage` to everyone on connect, disconnect and usage. Default true.
-        public var broadcastPresence: Bool = true
+        /// Broadcast `user-list` and `usage` to everyone on connect, disconnect and usage. Default false: Open
+        /// WebUI 0.12 neither sends nor listens to them, and each is O(clients) traffic.
+        public var broadcastPresence: Bool = false
         /// How often clients send `heartbeat` (Open WebUI's `WEBSOCKET_HEARTBEAT_INTERVAL`, which its front end
         /// follows). A session silent for max(4 × this, 120 s) is reaped from SESSION_POOL. Default 30 s.
         public var clientHeartbeatInterval: TimeAmount = .seconds(30)

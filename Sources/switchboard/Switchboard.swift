@@ -87,7 +87,7 @@ struct NodeOptions: ParsableArguments {
     var forwardPath: String?
     @Option(name: .customLong("forward-stream"), help: "Redis stream receiving forwarded events (env SWITCHBOARD_FORWARD_STREAM). Default switchboard:events.")
     var forwardStream: String?
-    @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default true.")
+    @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default false.")
     var broadcastPresence: String?
     @Option(name: .customLong("relay-events"), help: "Serve the generic join/leave/publish events (env SWITCHBOARD_RELAY_EVENTS). Default false.")
     var relayEvents: String?

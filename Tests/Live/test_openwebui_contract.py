@@ -223,7 +223,7 @@ def test_non_typing_channel_event_of_a_member_goes_to_the_backend(owui):
 
 
 def test_usage_fills_usage_pool_and_broadcasts_models(owui):
-    A, B, C = owui.start(3)
+    A, B, C = owui.start(3, "--broadcast-presence", "true")
     a = owui.client(A, "a", user="u1")
     b = owui.client(B, "b", user="u2")
     c = owui.client(C, "c", user="u3")
@@ -244,7 +244,7 @@ def test_usage_fills_usage_pool_and_broadcasts_models(owui):
 
 
 def test_user_list_broadcast_on_connect_on_request_and_on_disconnect(owui):
-    A, B, C = owui.start(3)
+    A, B, C = owui.start(3, "--broadcast-presence", "true")
     a = owui.client(A, "a", user="u1")
     b = owui.client(B, "b", user="u2")
     c = owui.client(C, "c", user="u3")
@@ -287,7 +287,7 @@ def test_heartbeat_updates_last_seen_at(owui):
 
 
 def test_disconnect_empties_every_pool_and_keeps_other_sessions_of_the_user(owui):
-    A, B, C = owui.start(3)
+    A, B, C = owui.start(3, "--broadcast-presence", "true")
     u1a = owui.client(A, "u1@A", user="u1")
     u1b = owui.client(B, "u1@B", user="u1")
     u2 = owui.client(C, "u2@C", user="u2")

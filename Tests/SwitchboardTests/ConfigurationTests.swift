@@ -146,7 +146,7 @@ final class ContractConfigurationTests: XCTestCase {
         XCTAssertEqual(config.backend.timeout, .seconds(5))
         XCTAssertEqual(config.backend.userCacheTTL, .seconds(60))
         XCTAssertEqual(config.effectiveForwardTarget, .none)
-        XCTAssertTrue(config.contract.broadcastPresence)
+        XCTAssertFalse(config.contract.broadcastPresence)
         XCTAssertFalse(config.contract.relayEvents)
         XCTAssertNil(config.api.key)
         XCTAssertNil(config.api.port)
@@ -175,7 +175,7 @@ final class ContractConfigurationTests: XCTestCase {
     func testContractSettingsParse() throws {
         let config = try read(flags: [
             "jwt-algorithms": "hs256, HS512", "jwt-leeway": "5", "jwt-user-claim": "sub,id", "auth-mode": "strict",
-            "backend-timeout": "1500ms", "user-cache-ttl": "0", "broadcast-presence": "false", "relay-events": "yes",
+            "backend-timeout": "1500ms", "user-cache-ttl": "0", "broadcast-presence": "true", "relay-events": "yes",
             "api-key": "0123456789abcdef", "api-port": "0", "python-bridge": "off", "bridge-channel": "owui",
         ])
         XCTAssertEqual(config.auth.hmacAlgorithms, [.hs256, .hs512])
@@ -184,7 +184,7 @@ final class ContractConfigurationTests: XCTestCase {
         XCTAssertEqual(config.auth.mode, .strict)
         XCTAssertEqual(config.backend.timeout, .milliseconds(1500))
         XCTAssertEqual(config.backend.userCacheTTL, .zero)
-        XCTAssertFalse(config.contract.broadcastPresence)
+        XCTAssertTrue(config.contract.broadcastPresence)
         XCTAssertTrue(config.contract.relayEvents)
         XCTAssertEqual(config.api.key, "0123456789abcdef")
         XCTAssertEqual(config.api.port, 0)
