@@ -63,6 +63,24 @@ def _kill_leftovers() -> None:
             pass
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to the child's process group; SIGKILL when it has not exited within `timeout`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
 class ServerProcess:
     """One switchboard process started with --port 0; the port comes from its ready line."""
 
@@ -148,19 +166,7 @@ class ServerProcess:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
+        stop_process_group(self.proc, timeout=10)
         self.returncode_at_stop = self.proc.returncode
         self._stderr_file.close()
         _LIVE.discard(self)
@@ -526,11 +532,13 @@ def json_packet(prefix: str, value) -> str:
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = TIMEOUT, step: float = 0.02, what: str = "condition"):
-    """For state that has no event to await (e.g. a client library's transport name)."""
+    """For state that has no event to await (e.g. a client library's transport name).
+    Returns the predicate's first truthy answer."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if pred():
-            return
+        r = pred()
+        if r:
+            return r
         time.sleep(step)
     raise AssertionError(f"{what} not reached within {timeout}s")
 

@@ -1,0 +1,419 @@
+"""The real Open WebUI 0.12.4 from PyPI, unchanged, with its own front end in headless Chromium,
+behind HAProxy — in two columns that differ only in where `/ws/socket.io` goes:
+
+    control      HAProxy sends `/ws/socket.io` to Open WebUI itself (python-socketio)
+    switchboard  HAProxy sends `/ws/socket.io` to two Switchboard nodes on the same Redis
+
+Every scenario runs in both columns and must pass in both. Nothing of Open WebUI is mocked; only
+the model is a fake OpenAI server with a known, streamed reply (realowui.FakeOpenAI).
+
+Needs: scripts/install-openwebui (scripts/test runs it), chromium + chromedriver, haproxy,
+redis-server. Missing prerequisites fail the module, they never skip it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import requests
+import socketio
+
+import realowui as R
+from livehelpers import RedisServer, ServerProcess, wait_until
+
+# Per test, the module's stack start included (Open WebUI boots in ~10 s, up to START_TIMEOUT).
+pytestmark = pytest.mark.timeout(R.START_TIMEOUT + 120)
+
+COLUMNS = ("control", "switchboard")
+NODE_IDS = ("owuiA1", "owuiB2")
+SOCKET_TIMEOUT = 20.0
+# The user fields Open WebUI 0.12.4 leaves out of SESSION_POOL (socket/main.py, connect and
+# user-join), and what `GET /api/v1/auths/` adds that must never be stored.
+EXCLUDED_USER_FIELDS = {"profile_image_url", "profile_banner_image_url", "date_of_birth", "bio", "gender"}
+AUTH_ANSWER_ONLY = {"token", "token_type", "expires_at", "permissions"}
+
+# Key sets of SESSION_POOL entries as each column wrote them, for the cross-column comparison.
+_POOL_KEYS: dict[str, set[str]] = {}
+
+
+class Stack:
+    """Redis, the fake model, Open WebUI, the column's socket servers and HAProxy."""
+
+    def __init__(self, column: str):
+        self.column = column
+        self.workdir = R.make_workdir(column)
+        self.redis = RedisServer().start()
+        self.fake = R.FakeOpenAI().start()
+        self.owui = R.OpenWebUI(self.redis.url, self.fake.base_url, self.workdir, DEFAULT_MODELS=R.FAKE_MODEL)
+        self.nodes: list[ServerProcess] = []
+        self.haproxy: R.HAProxy | None = None
+        self.browsers: list[R.Browser] = []
+        self.users: dict[str, R.User] = {}
+
+    def start(self) -> "Stack":
+        self.owui.start()
+        if self.column == "switchboard":
+            for node_id in NODE_IDS:
+                node = ServerProcess([
+                    "serve", "--host", "127.0.0.1", "--port", "0", "--path", R.WS_PATH, "--node-id", node_id,
+                    "--redis-url", self.redis.url, "--jwt-secret", R.SECRET, "--backend-url", self.owui.base,
+                ], name=f"switchboard-{node_id}")
+                self.nodes.append(node.start())
+            targets = [(n.host, n.port) for n in self.nodes]
+        else:
+            targets = [("127.0.0.1", self.owui.port)]
+        self.haproxy = R.HAProxy(self.owui.port, targets, self.workdir).start()
+        pw = "pw-admin-" + uuid.uuid4().hex[:8]
+        self.users["admin"] = R.User(self.owui.signup("Ada Admin", "admin@example.com", pw), pw)
+        return self
+
+    def stop(self) -> None:
+        for b in self.browsers:
+            b.close()
+        if self.haproxy:
+            self.haproxy.stop()
+        for n in self.nodes:
+            n.stop()
+            n.cleanup_files()
+        self.owui.stop()
+        self.fake.stop()
+        self.redis.stop()
+
+    # -- users, browsers, sockets -----------------------------------------------------------
+    @property
+    def base(self) -> str:
+        assert self.haproxy
+        return self.haproxy.base
+
+    @property
+    def admin(self) -> R.User:
+        return self.users["admin"]
+
+    def add_user(self, label: str, role: str = "user") -> R.User:
+        pw = "pw-" + uuid.uuid4().hex[:10]
+        email = f"{label}-{uuid.uuid4().hex[:6]}@example.com"
+        self.owui.add_user(self.admin.token, label.capitalize(), email, pw, role)
+        # Sign in as the user: the token the front end would hold.
+        info = self.owui.api_ok("POST", "/api/v1/auths/signin", body={"email": email, "password": pw})
+        user = R.User(info, pw)
+        self.users[label] = user
+        return user
+
+    def browser(self, label: str) -> R.Browser:
+        b = R.Browser(self.base, f"{self.column}-{label}", self.workdir / "artifacts")
+        self.browsers.append(b)
+        return b
+
+    def socket(self, token: str | None) -> "Socket":
+        return Socket(self.base, token)
+
+    def session_pool(self) -> dict[str, dict]:
+        return R.redis_session_pool(self.redis.port)
+
+    def sessions_of(self, user_id: str) -> dict[str, dict]:
+        return {sid: e for sid, e in self.session_pool().items() if e.get("id") == user_id}
+
+    def failure_context(self) -> str:
+        parts = [f"--- open-webui log tail ---\n{self.owui.proc.log_tail(6000)}"]
+        for n in self.nodes:
+            parts.append(f"--- {n.name} stderr tail ---\n{n.stderr_tail(4000)}")
+        if self.haproxy:
+            parts.append(f"--- haproxy log tail ---\n{self.haproxy.proc.log_tail(3000)}")
+        return "\n".join(parts)
+
+
+class Socket:
+    """A python-socketio client through HAProxy, connecting as the front end does
+    (path /ws/socket.io, WebSocket only, `auth: {token}`), recording what it receives."""
+
+    def __init__(self, base: str, token: str | None):
+        self.base = base
+        self.token = token
+        self.client = socketio.Client(reconnection=False)
+        self.received: list[tuple[str, tuple]] = []
+        self.disconnects: list[str] = []
+        self.client.on("*", lambda ev, *args: self.received.append((ev, args)))
+        self.client.on("disconnect", lambda *args: self.disconnects.append(str(args[0]) if args else ""))
+
+    def connect(self, timeout: float = SOCKET_TIMEOUT) -> "Socket":
+        self.client.connect(self.base, socketio_path=R.WS_PATH.strip("/"), transports=["websocket"],
+                            auth={"token": self.token} if self.token else None, wait_timeout=timeout)
+        return self
+
+    @property
+    def sid(self) -> str:
+        return self.client.get_sid("/")
+
+    def user_join(self, token: str | None = None, timeout: float = SOCKET_TIMEOUT):
+        return self.client.call("user-join", {"auth": {"token": token or self.token}}, timeout=timeout)
+
+    def wait_disconnected(self, timeout: float = SOCKET_TIMEOUT) -> str:
+        wait_until(lambda: self.disconnects, timeout=timeout, what="the server disconnects the socket")
+        return self.disconnects[0]
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+
+
+@pytest.fixture(scope="module", params=COLUMNS)
+def stack(request):
+    if not R.openwebui_bin().exists():
+        pytest.fail(f"Open WebUI is not installed in {R.OPENWEBUI_VENV}: run scripts/install-openwebui",
+                    pytrace=False)
+    s = Stack(request.param)
+    try:
+        s.start()
+    except Exception:
+        print(s.failure_context())
+        s.stop()
+        raise
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def on_failure(stack, request):
+    """Prints the stack's logs when the test fails."""
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(stack.failure_context())
+
+
+def sign_in(b: R.Browser, user: R.User) -> None:
+    """Open WebUI's own sign-in form, as a person would use it."""
+    b.get("/auth")
+    b.wait_for("#email").send_keys(user.email)
+    b.find("#password").send_keys(user.password)
+    b.find('button[type="submit"]').click()
+    b.wait(lambda: b.local_storage_token() and "/auth" not in b.driver.current_url, what="signed in")
+
+
+def socket_connected_as(b: R.Browser, token: str) -> None:
+    """The page's socket was let in and sent `user-join` with the token. (A page opened signed
+    out connects with `auth: {}` and stays connected through the sign-in; `user-join` then
+    authenticates it, as in Open WebUI's own socket layer.)"""
+    b.wait_frames(lambda fs: any(f["dir"] == "in" and f["data"].startswith('40{"sid"') for f in fs)
+                  and any(f["dir"] == "out" and f["data"].startswith('42["user-join"') and token in f["data"]
+                          for f in fs),
+                  what="the socket's CONNECT answer and user-join with the token")
+
+
+# ---------------------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------------------
+
+
+def test_sign_in_and_live_socket(stack, on_failure):
+    """Sign in through the front end: its socket reaches the column's server through HAProxy,
+    the user's session is in SESSION_POOL, and an emit from Open WebUI reaches the page."""
+    alice = stack.add_user("alice")
+    b = stack.browser("alice")
+    sign_in(b, alice)
+    token = b.local_storage_token()
+    socket_connected_as(b, token)
+    wait_until(lambda: stack.sessions_of(alice.id), timeout=SOCKET_TIMEOUT, what="alice in SESSION_POOL")
+    # HAProxy sent the socket where the column says.
+    assert stack.haproxy
+    sids = set(stack.sessions_of(alice.id))
+    on_switchboard = {sid for sid in sids if sid.startswith(NODE_IDS)}
+    assert on_switchboard == (sids if stack.column == "switchboard" else set()), sids
+
+
+def test_streamed_chat_completion(stack, on_failure):
+    """A chat in the front end: Open WebUI streams the model's answer to the page over the socket
+    (`events` / `chat:completion`), the page shows it, and it is saved with the chat."""
+    bob = stack.add_user("bob")
+    reply = "Switchboard carried these streamed words " + uuid.uuid4().hex[:8]
+    stack.fake.set_reply("tell me a streamed story", reply)
+    b = stack.browser("bob")
+    sign_in(b, bob)
+    socket_connected_as(b, b.local_storage_token())
+    box = b.wait_for("#chat-input")
+    box.click()
+    box.send_keys("please tell me a streamed story")
+    from selenium.webdriver.common.keys import Keys
+
+    box.send_keys(Keys.ENTER)
+    b.wait(lambda: reply in b.body_text(), what="the streamed reply on the page")
+    completion_frames = [e for kind, _, e in b.socketio_events("in")
+                         if kind == "event" and e and e[0] == "events" and len(e) > 1
+                         and isinstance(e[1], dict) and (e[1].get("data") or {}).get("type") == "chat:completion"]
+    assert completion_frames, "the answer did not arrive as chat:completion events over the socket"
+    assert len(completion_frames) >= 2, f"not streamed: {len(completion_frames)} chat:completion event(s)"
+    assert stack.fake.completions(stream=True), "Open WebUI did not ask the model for a stream"
+    # Saved: the chat Open WebUI stored has the whole answer.
+    chat_id = b.wait(lambda: b.driver.current_url.split("/c/")[1] if "/c/" in b.driver.current_url else None,
+                     what="the chat's URL")
+
+    last: list[dict] = []
+
+    def saved() -> bool:
+        chat = stack.owui.api_ok("GET", f"/api/v1/chats/{chat_id}", bob.token)["chat"]
+        last[:] = [chat]
+        messages = list((chat.get("history") or {}).get("messages", {}).values()) + list(chat.get("messages") or [])
+        return any(m.get("role") == "assistant" and reply in (m.get("content") or "") for m in messages)
+
+    try:
+        wait_until(saved, timeout=SOCKET_TIMEOUT, what="the answer saved with the chat")
+    except AssertionError:
+        raise AssertionError(f"the answer is not in the saved chat: {last}") from None
+
+
+def test_session_pool_holds_open_webui_user_fields_only(stack, on_failure):
+    """SESSION_POOL entries are what Open WebUI's own socket layer stores: the user without the five
+    excluded fields, plus `last_seen_at` — never the token or the permission map."""
+    carol = stack.add_user("carol")
+    s = stack.socket(carol.token).connect()
+    try:
+        s.user_join()
+        entries = wait_until(lambda: stack.sessions_of(carol.id), timeout=SOCKET_TIMEOUT,
+                             what="carol in SESSION_POOL")
+        for sid, entry in entries.items():
+            raw = str(entry)
+            assert carol.token not in raw, f"{sid}: the bearer token is in SESSION_POOL"
+            assert not (AUTH_ANSWER_ONLY & entry.keys()), f"{sid}: {sorted(AUTH_ANSWER_ONLY & entry.keys())}"
+            assert not (EXCLUDED_USER_FIELDS & entry.keys()), f"{sid}: {sorted(EXCLUDED_USER_FIELDS & entry.keys())}"
+            assert entry["role"] == "user" and entry["email"] == carol.email
+            assert isinstance(entry["last_seen_at"], int)
+            _POOL_KEYS[stack.column] = set(entry.keys()) - {"chat_ids"}
+        if "control" in _POOL_KEYS and stack.column != "control":
+            # Never a field Open WebUI does not store. Switchboard stores the fields a user's token
+            # can read (`GET /api/v1/auths/`); the rest of the UserModel (username, oauth, scim,
+            # settings, info, timestamps, presence_state, timezone) no user-token route returns,
+            # and 0.12.4 reads only id, name, role, chat_ids and last_seen_at from entries.
+            mine, theirs = _POOL_KEYS[stack.column], _POOL_KEYS["control"]
+            assert mine <= theirs, f"fields Open WebUI does not store: {sorted(mine - theirs)}"
+            assert {"id", "name", "email", "role", "last_seen_at"} <= mine
+            print(f"[{stack.column}] SESSION_POOL fields Open WebUI has and Switchboard does not: {sorted(theirs - mine)}")
+    finally:
+        s.close()
+
+
+def test_pending_user_gets_nothing(stack, on_failure):
+    """A `pending` user's token opens no session: no SESSION_POOL entry, `user-join` answers
+    nothing, and emits to `user:{id}` do not reach the socket."""
+    dave = stack.add_user("dave", role="pending")
+    s = stack.socket(dave.token).connect()
+    try:
+        assert s.user_join() is None
+        assert not stack.sessions_of(dave.id)
+    finally:
+        s.close()
+
+
+def _reconnect_is_refused(stack, user: R.User) -> str:
+    """The same token reconnecting right away opens no session. Returns how it was refused:
+    Open WebUI 0.12.4 itself answers a deleted user's CONNECT with nothing at all (its connect
+    handler raises a 401 HTTPException from the MFA lookup), a revoked or demoted one with an
+    anonymous socket whose `user-join` answers nothing."""
+    again = Socket(stack.base, user.token)
+    try:
+        try:
+            again.connect(timeout=5.0)
+        except socketio.exceptions.ConnectionError:
+            how = "CONNECT refused or unanswered"
+        else:
+            try:
+                answer = again.user_join(timeout=5.0)
+            except socketio.exceptions.TimeoutError:
+                how = "connected anonymously, user-join unanswered"
+            else:
+                assert answer is None, f"the revoked token was let back in: user-join answered {answer!r}"
+                how = "connected anonymously, user-join answered nothing"
+        assert not stack.sessions_of(user.id), f"the revoked session is in SESSION_POOL: {stack.sessions_of(user.id)}"
+        print(f"[{stack.column}] reconnect of {user.name}: {how}")
+        return how
+    finally:
+        again.close()
+
+
+def test_sign_out_disconnects_and_the_token_is_refused_at_once(stack, on_failure):
+    """Sign-out revokes the token: Open WebUI disconnects the user's sockets, and the same token
+    reconnecting at once gets nothing."""
+    erin = stack.add_user("erin")
+    s = stack.socket(erin.token).connect()
+    try:
+        s.user_join()
+        wait_until(lambda: stack.sessions_of(erin.id), timeout=SOCKET_TIMEOUT, what="erin in SESSION_POOL")
+        r = requests.post(stack.owui.base + "/api/v1/auths/signout",
+                          headers={"Authorization": f"Bearer {erin.token}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        s.wait_disconnected()
+        _reconnect_is_refused(stack, erin)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("change", ["role-to-pending", "deletion"])
+def test_role_change_and_deletion_disconnect_the_user(stack, on_failure, change):
+    """An admin demoting a user to `pending`, or deleting them, disconnects their sockets on every
+    server, and their reconnect gets nothing."""
+    frank = stack.add_user(f"frank-{change}")
+    sockets = [stack.socket(frank.token).connect() for _ in range(3)]
+    try:
+        for s in sockets:
+            s.user_join()
+        wait_until(lambda: len(stack.sessions_of(frank.id)) == 3, timeout=SOCKET_TIMEOUT,
+                   what="frank's three sessions in SESSION_POOL")
+        if change == "deletion":
+            stack.owui.api_ok("DELETE", f"/api/v1/users/{frank.id}", stack.admin.token)
+        else:
+            stack.owui.api_ok("POST", f"/api/v1/users/{frank.id}/update", stack.admin.token, {"role": "pending"})
+        for s in sockets:
+            s.wait_disconnected()
+        _reconnect_is_refused(stack, frank)
+        wait_until(lambda: not stack.sessions_of(frank.id), timeout=SOCKET_TIMEOUT,
+                   what="frank's sessions out of SESSION_POOL")
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _events_channel(b: R.Browser, channel_id: str, kind: str) -> list[dict]:
+    return [e[1] for k, _, e in b.socketio_events("in")
+            if k == "event" and e and e[0] == "events:channel" and len(e) > 1 and isinstance(e[1], dict)
+            and (e[1].get("channel_id") == channel_id or kind == "channel:created")
+            and (e[1].get("data") or {}).get("type") == kind]
+
+
+def test_dm_to_an_online_user_then_live_messages_and_typing(stack, on_failure):
+    """Bob opens a DM with Alice while both are online. Alice's page hears `channel:created` and her
+    live socket joins the new channel at once (Open WebUI's `enter_room_for_users`), so Bob's first
+    message reaches her without a reload; then both open the DM in the front end, Alice's typing
+    shows on Bob's page and the message she sends appears there."""
+    from selenium.webdriver.common.keys import Keys
+
+    alice, bob = stack.add_user("alice-dm"), stack.add_user("bob-dm")
+    ba, bb = stack.browser("alice-dm"), stack.browser("bob-dm")
+    for b, u in ((ba, alice), (bb, bob)):
+        sign_in(b, u)
+        socket_connected_as(b, b.local_storage_token())
+    wait_until(lambda: stack.sessions_of(alice.id) and stack.sessions_of(bob.id), timeout=SOCKET_TIMEOUT,
+               what="both in SESSION_POOL")
+    dm = stack.owui.api_ok("POST", "/api/v1/channels/create", bob.token, {"type": "dm", "user_ids": [alice.id]})
+    ba.wait(lambda: _events_channel(ba, dm["id"], "channel:created"), what="channel:created on Alice's page")
+    first = "first DM line " + uuid.uuid4().hex[:6]
+    stack.owui.api_ok("POST", f"/api/v1/channels/{dm['id']}/messages/post", bob.token, {"content": first})
+    ba.wait(lambda: any((m.get("data") or {}).get("data", {}).get("content") == first
+                        for m in _events_channel(ba, dm["id"], "message")),
+            what="Bob's first DM message on Alice's socket (her socket joined the new channel live)")
+
+    for b in (ba, bb):
+        b.get(f"/channels/{dm['id']}")
+    ba.wait(lambda: first in ba.body_text(), what="the first message in Alice's DM page")
+    box = ba.wait_for("#chat-input")
+    box.click()
+    box.send_keys("hello Bob")
+    bb.wait(lambda: "is typing" in bb.body_text(), what="Alice is typing, on Bob's page")
+    typing = _events_channel(bb, dm["id"], "typing")
+    assert typing and typing[-1]["user"]["id"] == alice.id and typing[-1]["user"]["role"] == "user", typing[-1:]
+    assert typing[-1]["message_id"] is None
+    line = "live line " + uuid.uuid4().hex[:6]
+    box.send_keys(" - " + line, Keys.ENTER)
+    bb.wait(lambda: line in bb.body_text(), what="Alice's message on Bob's page")
