@@ -68,10 +68,14 @@ final class BackendClient: Sendable {
     }
 
     /// POST a JSON body; the raw answer body (possibly empty).
-    func postJSON(_ path: String, bearer token: String?, body: ByteBuffer, on eventLoop: EventLoop)
-        -> EventLoopFuture<ByteBuffer?>
-    {
-        request(.POST, path, bearer: token, body: body, on: eventLoop)
+    func postJSON(
+        _ path: String,
+        bearer token: String?,
+        body: ByteBuffer,
+        maxBytes: Int = maxAnswerBytes,
+        on eventLoop: EventLoop
+    ) -> EventLoopFuture<ByteBuffer?> {
+        request(.POST, path, bearer: token, body: body, maxBytes: maxBytes, on: eventLoop)
     }
 
     private func request(

@@ -42,6 +42,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         user-cache-ttl=\(configuration.backend.userCacheTTL.nanoseconds / 1_000_000)ms
         forward-events=\(configuration.effectiveForwardTarget.rawValue)
         forward-path=\(configuration.backend.forwardPath)
+        forward-url=\(configuration.backend.forwardURL ?? "none (the backend)")
         forward-stream=\(configuration.backend.forwardStream)
         broadcast-presence=\(configuration.contract.broadcastPresence)
         relay-events=\(configuration.contract.relayEvents)

@@ -205,15 +205,7 @@ public struct ConfigurationReader {
             config.auth.mode = mode
         },
         text("redis-key-prefix", ["SWITCHBOARD_REDIS_KEY_PREFIX", "REDIS_KEY_PREFIX"], .word) { $0.auth.keyPrefix = $1 },
-        Setting(flag: "backend-url", environment: [("SWITCHBOARD_BACKEND_URL", .seconds)]) {
-            config,
-            value,
-            _ throws(ConfigurationError.Reason) in
-            guard value.hasPrefix("http://") || value.hasPrefix("https://"), value.count > 8 else {
-                throw .init("must be an http:// or https:// URL")
-            }
-            config.backend.url = value.hasSuffix("/") ? String(value.dropLast()) : value
-        },
+        baseURL("backend-url", ["SWITCHBOARD_BACKEND_URL"]) { $0.backend.url = $1 },
         text("backend-user-path", ["SWITCHBOARD_BACKEND_USER_PATH"], .path) { $0.backend.userPath = $1 },
         text("backend-channels-path", ["SWITCHBOARD_BACKEND_CHANNELS_PATH"], .path) { $0.backend.channelsPath = $1 },
         duration("backend-timeout", [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) { $0.backend.timeout = $1 },
@@ -238,6 +230,7 @@ public struct ConfigurationReader {
             config.backend.forwardEvents = target
         },
         text("forward-path", ["SWITCHBOARD_FORWARD_PATH"], .path) { $0.backend.forwardPath = $1 },
+        baseURL("forward-url", ["SWITCHBOARD_FORWARD_URL"]) { $0.backend.forwardURL = $1 },
         text("forward-stream", ["SWITCHBOARD_FORWARD_STREAM"], .word) { $0.backend.forwardStream = $1 },
         toggle("broadcast-presence", ["SWITCHBOARD_BROADCAST_PRESENCE"]) { $0.contract.broadcastPresence = $1 },
         toggle("relay-events", ["SWITCHBOARD_RELAY_EVENTS"]) { $0.contract.relayEvents = $1 },
@@ -302,6 +295,20 @@ public struct ConfigurationReader {
         case path
         /// A word that is not a pub/sub pattern.
         case pubSubChannel
+    }
+
+    /// An http:// or https:// base URL, kept without a trailing slash.
+    static func baseURL(
+        _ flag: String,
+        _ variables: [String],
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, String) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables.map { ($0, .seconds) }) { config, value, _ throws(ConfigurationError.Reason) in
+            guard value.hasPrefix("http://") || value.hasPrefix("https://"), value.count > 8 else {
+                throw .init("must be an http:// or https:// URL")
+            }
+            apply(&config, value.hasSuffix("/") ? String(value.dropLast()) : value)
+        }
     }
 
     static func text(
@@ -396,8 +403,8 @@ public struct ConfigurationReader {
                 reason: "must be longer than heartbeat-interval"
             )
         }
-        if config.backend.forwardEvents == .http && config.backend.url == nil {
-            throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url")
+        if config.backend.forwardEvents == .http && config.backend.url == nil && config.backend.forwardURL == nil {
+            throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url or --forward-url")
         }
         if config.backend.forwardEvents == .redis && config.cluster.redisURL == nil {
             throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url")

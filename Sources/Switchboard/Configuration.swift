@@ -129,6 +129,9 @@ public struct SwitchboardConfiguration: Sendable {
         public var forwardEvents: ForwardTarget?
         /// Default `/api/v1/socket/events`.
         public var forwardPath: String = "/api/v1/socket/events"
+        /// Where `http` forwarding posts instead of the backend (e.g. the Open WebUI companion, which runs Open
+        /// WebUI's own handlers for the events that need its database). Default none: the backend.
+        public var forwardURL: String?
         /// Default `switchboard:events`.
         public var forwardStream: String = "switchboard:events"
     }
@@ -194,7 +197,7 @@ public struct SwitchboardConfiguration: Sendable {
     /// Where unhandled events go once the defaults are applied.
     public var effectiveForwardTarget: ForwardTarget {
         if let target = backend.forwardEvents { return target }
-        if backend.url != nil { return .http }
+        if backend.url != nil || backend.forwardURL != nil { return .http }
         if cluster.redisURL != nil { return .redis }
         return .none
     }

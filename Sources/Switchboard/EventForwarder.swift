@@ -1,3 +1,4 @@
+import CoreMetrics
 import EngineIO
 import Logging
 import NIOCore
@@ -13,17 +14,35 @@ struct ForwardedEvent: Sendable {
     var namespace: String
     var node: String
     var wantsAck: Bool
+    /// The token the socket authenticated with, so that the receiver makes Open WebUI's own checks with it
+    /// (sent only over HTTP, never logged). Nil for an anonymous socket.
+    var token: String? = nil
+    /// The sender's rooms when the event left the node: the receiver's answer to "is this socket in room X".
+    var rooms: [String] = []
 
-    /// `{"event", "args", "sid", "user_id", "namespace", "node"}`.
+    /// `{"event", "args", "sid", "user_id", "namespace", "node", "rooms"[, "token"]}`.
     var json: JSONValue {
-        [
-            "event": .string(event),
-            "args": .array(args.map(Self.textOnly)),
-            "sid": .string(sid),
-            "user_id": userID.map(JSONValue.string) ?? .null,
-            "namespace": .string(namespace),
-            "node": .string(node),
+        var members: [(key: String, value: JSONValue)] = [
+            (key: "event", value: .string(event)),
+            (key: "args", value: .array(args.map(Self.textOnly))),
+            (key: "sid", value: .string(sid)),
+            (key: "user_id", value: userID.map(JSONValue.string) ?? .null),
+            (key: "namespace", value: .string(namespace)),
+            (key: "node", value: .string(node)),
+            (key: "rooms", value: .array(rooms.map(JSONValue.string))),
         ]
+        if let token { members.append((key: "token", value: .string(token))) }
+        return .object(members)
+    }
+
+    /// What the event belongs to, for the metrics: Open WebUI's event families that need its database, else `other`.
+    var family: String {
+        if event.hasPrefix("ydoc:") { return "ydoc" }
+        if event.hasPrefix("encryption:") { return "encryption" }
+        if event == "events:chat" || event == "events:channel" {
+            return args.first?["data"]?["type"]?.stringValue == "last_read_at" ? "last_read_at" : "other"
+        }
+        return event == "disconnect" ? "disconnect" : "other"
     }
 
     /// JSON without binary: a binary argument becomes `{"base64": "…"}`.
@@ -46,22 +65,49 @@ struct ForwardedEvent: Sendable {
 /// Hands unhandled client events to the backend: over HTTP (the answer can be the client's ack), to
 /// a Redis stream, or nowhere (logged, and the client told). Nothing is dropped without a trace.
 enum EventForwarder: Sendable {
-    case http(BackendClient, path: String, apiKey: SecretBox)
+    /// `forwardsDisconnects`: the receiver also hears when a socket that sent it events disconnects (the Open WebUI
+    /// companion cleans up its document and encryption state then, as Open WebUI's own disconnect handler does).
+    case http(BackendClient, path: String, apiKey: SecretBox, forwardsDisconnects: Bool)
     case redisStream(RedisClient, key: String, maxLength: Int)
     case none
 
     static let backendUnavailable: [JSONValue] = [["error": "backend unavailable"]]
     static let notHandled: [JSONValue] = [["error": "event not handled"]]
+    /// A forwarded answer is an ack for the client; Open WebUI's can hold a whole document state (a 2 MiB note is
+    /// about 8 MB of JSON), so the bound is the client's own payload limit rather than the backend's usual 1 MiB.
+    static let maxAnswerBytes = 32 << 20
+    static let families = ["ydoc", "encryption", "last_read_at", "disconnect", "other"]
+    /// `reason`: `no_target` (nothing configured to receive it) or `target_unavailable` (the receiver failed).
+    private static let notHandledCounters: [String: [String: Counter]] = Dictionary(
+        uniqueKeysWithValues: families.map { family in
+            let byReason = ["no_target", "target_unavailable"].map { reason in
+                let dimensions = [("family", family), ("reason", reason)]
+                return (reason, Counter(label: "switchboard_client_events_not_handled_total", dimensions: dimensions))
+            }
+            return (family, Dictionary(uniqueKeysWithValues: byReason))
+        }
+    )
+
+    /// Counts an event that got an error ack instead of a handler.
+    static func countNotHandled(_ event: ForwardedEvent, reason: String) {
+        notHandledCounters[event.family]?[reason]?.increment()
+    }
+
+    var forwardsDisconnects: Bool {
+        if case .http(_, _, _, let forwardsDisconnects) = self { return forwardsDisconnects }
+        return false
+    }
 
     /// Forwards `event`; the future is the ack arguments for the client (used only if it asked).
     /// It never fails: a failure is logged with its reason and answered with an error ack.
     func forward(_ event: ForwardedEvent, on eventLoop: EventLoop, logger: Logger) -> EventLoopFuture<[JSONValue]> {
         switch self {
-        case .http(let backend, let path, let apiKey):
+        case .http(let backend, let path, let apiKey, _):
             var body = ByteBuffer()
             var writer = JSONWriter()
             writer.write(event.json, into: &body)
-            return backend.postJSON(path, bearer: apiKey.value, body: body, on: eventLoop).map { answer -> [JSONValue] in
+            return backend.postJSON(path, bearer: apiKey.value, body: body, maxBytes: Self.maxAnswerBytes, on: eventLoop).map {
+                answer -> [JSONValue] in
                 guard let answer, answer.readableBytes > 0 else { return [] }
                 guard let value = try? JSONParser.parse(answer) else { return [] }
                 if case .array(let args) = value { return args }
@@ -71,6 +117,7 @@ enum EventForwarder: Sendable {
                     "event not forwarded",
                     metadata: ["reason": "\(error)", "event": "\(event.event)", "sid": "\(event.sid)"]
                 )
+                Self.countNotHandled(event, reason: "target_unavailable")
                 return Self.backendUnavailable
             }
         case .redisStream(let redis, let key, let maxLength):
@@ -85,6 +132,7 @@ enum EventForwarder: Sendable {
                     "event not forwarded",
                     metadata: ["reason": "redis: \(error)", "event": "\(event.event)", "sid": "\(event.sid)"]
                 )
+                Self.countNotHandled(event, reason: "target_unavailable")
                 return Self.backendUnavailable
             }.hop(to: eventLoop)
         case .none:
@@ -92,6 +140,7 @@ enum EventForwarder: Sendable {
                 "event not handled",
                 metadata: ["reason": "no forward target", "event": "\(event.event)", "sid": "\(event.sid)"]
             )
+            Self.countNotHandled(event, reason: "no_target")
             return eventLoop.makeSucceededFuture(Self.notHandled)
         }
     }

@@ -50,6 +50,8 @@ final class ContractSession: @unchecked Sendable {
     var token: String?
     /// The shared chats this socket has open (its `chat:{id}` rooms), as SESSION_POOL's `chat_ids` says.
     var chatIDs: [String] = []
+    /// Whether an event of this socket went to the forward target (which then hears of its disconnect).
+    var forwardedEvents = false
     let queue: OrderedWorkQueue
 
     init(eventLoop: EventLoop) {
@@ -242,6 +244,10 @@ struct OpenWebUIEvents: Sendable {
             // After everything the socket sent (a late pool write must not outlive the clean-up),
             // and even when its queue is full.
             session.queue.enqueue(evenIfFull: true) {
+                if session.forwardedEvents, forwarder.forwardsDisconnects {
+                    // Not awaited: the receiver's clean-up must not hold up this node's.
+                    _ = forward("disconnect", socket, session, [.string(reason.rawValue)], wantsAck: false)
+                }
                 guard session.user != nil else { return socket.eventLoop.makeSucceededVoidFuture() }
                 session.user = nil
                 session.token = nil
@@ -503,8 +509,11 @@ struct OpenWebUIEvents: Sendable {
             userID: session.user?.id,
             namespace: socket.namespace.name,
             node: nodeID,
-            wantsAck: wantsAck
+            wantsAck: wantsAck,
+            token: session.token,
+            rooms: socket.rooms.sorted()
         )
+        session.forwardedEvents = true
         return forwarder.forward(forwarded, on: socket.eventLoop, logger: logger)
     }
 

@@ -187,8 +187,8 @@ public enum Switchboard {
             if let cluster = node.cluster {
                 services.append(.init(service: ClusterService(node: cluster, logger: logger)))
             }
-            if let backend = node.backend {
-                services.append(.init(service: BackendClientService(client: backend)))
+            for client in [node.backend, node.forwardClient].compactMap({ $0 }) {
+                services.append(.init(service: BackendClientService(client: client)))
             }
             if let bridge = node.bridge {
                 services.append(.init(service: PythonBridgeService(bridge: bridge, logger: logger)))
@@ -258,6 +258,8 @@ public enum Switchboard {
         /// The python-socketio Redis protocol bridge (serve, with Redis).
         public var bridge: PythonSocketIOBridge?
         var backend: BackendClient?
+        /// The forward target's own client (`--forward-url`), when it is not the backend.
+        var forwardClient: BackendClient?
         let state: NodeState
         let readiness: ReadinessCheck
         var reloader: Reloader?
@@ -370,6 +372,9 @@ public enum Switchboard {
             let backend = configuration.backend.url.map {
                 BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
             }
+            let forwardClient = configuration.backend.forwardURL.map {
+                BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
+            }
             let verifier = try makeVerifier(configuration.auth, logger: logger)
             let apiKey = SecretBox(try configuration.api.keyFile.map { try readSecretFile($0, setting: "api-key-file") } ?? configuration.api.key)
             if verifier == nil {
@@ -390,8 +395,15 @@ public enum Switchboard {
             let forwarder: EventForwarder
             switch configuration.effectiveForwardTarget {
             case .http:
-                guard let backend else { throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url") }
-                forwarder = .http(backend, path: configuration.backend.forwardPath, apiKey: apiKey)
+                guard let target = forwardClient ?? backend else {
+                    throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url or --forward-url")
+                }
+                forwarder = .http(
+                    target,
+                    path: configuration.backend.forwardPath,
+                    apiKey: apiKey,
+                    forwardsDisconnects: forwardClient != nil
+                )
             case .redis:
                 guard let redisCommands else { throw ConfigurationError(setting: "forward-events", value: "redis", reason: "needs --redis-url") }
                 forwarder = .redisStream(redisCommands, key: configuration.backend.forwardStream, maxLength: 100_000)
@@ -490,6 +502,7 @@ public enum Switchboard {
                 apiListener: configuration.api.port.map { (port: $0, responder: api) },
                 bridge: bridge,
                 backend: backend,
+                forwardClient: forwardClient,
                 state: state,
                 readiness: readiness,
                 reloader: Reloader(auth: configuration.auth, apiKeyFile: configuration.api.keyFile, users: users, apiKey: apiKey),

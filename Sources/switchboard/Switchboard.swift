@@ -85,6 +85,9 @@ struct NodeOptions: ParsableArguments {
     var forwardEvents: String?
     @Option(name: .customLong("forward-path"), help: "Backend path receiving forwarded events (env SWITCHBOARD_FORWARD_PATH). Default /api/v1/socket/events.")
     var forwardPath: String?
+
+    @Option(name: .customLong("forward-url"), help: "Base URL receiving forwarded events instead of the backend, e.g. the Open WebUI companion (env SWITCHBOARD_FORWARD_URL); its receiver also hears the disconnects.")
+    var forwardURL: String?
     @Option(name: .customLong("forward-stream"), help: "Redis stream receiving forwarded events (env SWITCHBOARD_FORWARD_STREAM). Default switchboard:events.")
     var forwardStream: String?
     @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default false.")
@@ -148,6 +151,7 @@ struct NodeOptions: ParsableArguments {
             ("user-cache-ttl", userCacheTTL),
             ("forward-events", forwardEvents),
             ("forward-path", forwardPath),
+            ("forward-url", forwardURL),
             ("forward-stream", forwardStream),
             ("broadcast-presence", broadcastPresence),
             ("relay-events", relayEvents),

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from fakebackend import CHANNELS_PATH, FORWARD_EMPTY, FORWARD_PATH, USER_PATH
 from livehelpers import TIMEOUT, free_port, wait_until
@@ -818,9 +819,32 @@ def test_forward_events_none_acks_not_handled(owui):
     (A,) = owui.start(1, "--forward-events", "none")
     c = owui.client(A, "c", user="u1")
     assert c.call("ydoc:document:update", {"x": 1}) == {"error": "event not handled"}
+    assert c.call("ydoc:awareness:update", {"x": 1}) == {"error": "event not handled"}
     assert c.call("encryption:status", {"note_id": "n"}) == {"error": "event not handled"}
+    assert c.call("events:channel", {"channel_id": "c1", "data": {"type": "last_read_at"}}) is None  # not a member
     assert owui.backend.count(FORWARD_PATH) == 0
     assert owui.r.exists("switchboard:events") == 0
+    # Never silently: each one is counted by family and reason.
+    metrics = requests.get(f"http://127.0.0.1:{A.port}/metrics", timeout=10).text
+    for family, n in (("ydoc", 2), ("encryption", 1)):
+        line = f'switchboard_client_events_not_handled_total{{family="{family}",reason="no_target"}} {n}'
+        assert line in metrics, [l for l in metrics.splitlines() if "not_handled" in l]
+
+
+def test_forward_url_receives_the_events_with_token_and_rooms_then_the_disconnect(owui):
+    """`--forward-url` (the Open WebUI companion): forwarded events carry the socket's token and rooms for the
+    receiver's own checks, and the receiver hears when such a socket disconnects."""
+    (A,) = owui.start(1, "--forward-url", owui.backend.url)
+    c = owui.client(A, "c", user="u1")
+    assert c.call("ydoc:document:join", {"document_id": "note:n1"}) == {"ok": True}
+    (body,) = owui.backend.wait_forwarded(1, pred=lambda b: b.get("event") == "ydoc:document:join")
+    assert body["sid"] == c.sid and body["user_id"] == "u1"
+    assert "user:u1" in body["rooms"] and body["token"] == c.token
+    sid = c.sid
+    c.close()
+    (gone,) = owui.backend.wait_forwarded(1, pred=lambda b: b.get("event") == "disconnect")
+    assert gone["sid"] == sid and gone["user_id"] == "u1" and isinstance(gone["args"][0], str), gone
+    assert body["token"] not in A.stderr_text()
 
 
 # ---------------------------------------------------------------------------------------

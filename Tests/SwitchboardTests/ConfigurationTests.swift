@@ -172,6 +172,19 @@ final class ContractConfigurationTests: XCTestCase {
         )
     }
 
+    func testForwardURLTakesTheForwardedEventsAwayFromTheBackend() throws {
+        let config = try read(flags: ["backend-url": "http://owui:8080", "forward-url": "http://companion:8091/"])
+        XCTAssertEqual(config.backend.forwardURL, "http://companion:8091")
+        XCTAssertEqual(config.backend.url, "http://owui:8080")
+        XCTAssertEqual(config.effectiveForwardTarget, .http)
+        XCTAssertEqual(try read(flags: ["forward-url": "http://companion:8091"]).effectiveForwardTarget, .http)
+        XCTAssertEqual(try read(env: ["SWITCHBOARD_FORWARD_URL": "https://c.example"]).backend.forwardURL, "https://c.example")
+        XCTAssertNoThrow(try read(flags: ["forward-events": "http", "forward-url": "http://companion:8091"]))
+        XCTAssertThrowsError(try read(flags: ["forward-url": "companion:8091"])) { error in
+            XCTAssertTrue("\(error)".contains("--forward-url"), "\(error)")
+        }
+    }
+
     func testContractSettingsParse() throws {
         let config = try read(flags: [
             "jwt-algorithms": "hs256, HS512", "jwt-leeway": "5", "jwt-user-claim": "sub,id", "auth-mode": "strict",

@@ -200,8 +200,45 @@ struct ForwardedEventTests {
         )
         #expect(
             JSONWriter.serialize(event.json)
-                == #"{"event":"events:chat","args":[{"chat_id":"c1","file":{"base64":"AAEC/w=="}},"text"],"sid":"sid1","user_id":null,"namespace":"/","node":"node01"}"#
+                == #"{"event":"events:chat","args":[{"chat_id":"c1","file":{"base64":"AAEC/w=="}},"text"],"sid":"sid1","user_id":null,"namespace":"/","node":"node01","rooms":[]}"#
         )
+    }
+
+    @Test("an authenticated sender's token and rooms go with the event, for the receiver's own checks")
+    func tokenAndRooms() {
+        let event = ForwardedEvent(
+            event: "ydoc:document:join",
+            args: [["document_id": "note:n1"]],
+            sid: "sid1",
+            userID: "u1",
+            namespace: "/",
+            node: "node01",
+            wantsAck: false,
+            token: "tok",
+            rooms: ["channel:c1", "user:u1"]
+        )
+        #expect(
+            JSONWriter.serialize(event.json)
+                == #"{"event":"ydoc:document:join","args":[{"document_id":"note:n1"}],"sid":"sid1","user_id":"u1","namespace":"/","node":"node01","rooms":["channel:c1","user:u1"],"token":"tok"}"#
+        )
+    }
+
+    @Test(
+        "events are counted by the Open WebUI family they belong to",
+        arguments: [
+            ("ydoc:document:update", [JSONValue]([["document_id": "note:n"]]), "ydoc"),
+            ("encryption:packet", [], "encryption"),
+            ("events:chat", [["chat_id": "c", "data": ["type": "last_read_at"]]], "last_read_at"),
+            ("events:channel", [["channel_id": "c", "data": ["type": "last_read_at"]]], "last_read_at"),
+            ("events:channel", [["channel_id": "c", "data": ["type": "reaction"]]], "other"),
+            ("disconnect", ["transport close"], "disconnect"),
+            ("custom", [], "other"),
+        ] as [(String, [JSONValue], String)]
+    )
+    func family(event: String, args: [JSONValue], family: String) {
+        let forwarded = ForwardedEvent(event: event, args: args, sid: "s", userID: nil, namespace: "/", node: "n", wantsAck: false)
+        #expect(forwarded.family == family)
+        #expect(EventForwarder.families.contains(family))
     }
 
     @Test("without a target the client is told the event was not handled")
