@@ -251,6 +251,21 @@ class _Proc:
         stop_process_group(self.proc, timeout)
         self._log.close()
 
+    def wait_ready(self, answers: Callable[[], bool], timeout: float, step: float = 0.2) -> None:
+        """Until `answers()` is true (request errors count as not yet); fails when the child exits first."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited (rc={self.proc.returncode if self.proc else None}):\n{self.log_tail()}")
+            try:
+                if answers():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(step)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready within {timeout}s:\n{self.log_tail()}")
+
     def log_tail(self, n: int = 4000) -> str:
         try:
             return self.log_path.read_text("utf-8", "replace")[-n:]
@@ -324,20 +339,10 @@ class OpenWebUI:
     def start(self, timeout: float = START_TIMEOUT) -> "OpenWebUI":
         t0 = time.monotonic()
         self.proc.start()
-        end = t0 + timeout
-        while time.monotonic() < end:
-            if not self.proc.alive():
-                raise RuntimeError(f"open-webui exited (rc={self.proc.proc.returncode}):\n{self.proc.log_tail()}")
-            try:
-                if (requests.get(self.base + "/health", timeout=2).status_code == 200
-                        and requests.get(self.base + "/api/config", timeout=5).status_code == 200):
-                    self.start_seconds = time.monotonic() - t0
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        self.proc.stop()
-        raise TimeoutError(f"open-webui not ready within {timeout}s:\n{self.proc.log_tail()}")
+        self.proc.wait_ready(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200
+                             and requests.get(self.base + "/api/config", timeout=5).status_code == 200, timeout, 0.25)
+        self.start_seconds = time.monotonic() - t0
+        return self
 
     def stop(self) -> None:
         self.proc.stop()
@@ -359,6 +364,35 @@ class OpenWebUI:
     def add_user(self, admin_token: str, name: str, email: str, password: str, role: str = "user") -> dict:
         return self.api_ok("POST", "/api/v1/auths/add", admin_token,
                            {"name": name, "email": email, "password": password, "role": role})
+
+
+COMPANION = REPO / "deploy" / "openwebui-companion" / "switchboard_companion.py"
+
+
+class Companion:
+    """Switchboard's Open WebUI companion, in Open WebUI's venv with Open WebUI's environment."""
+
+    def __init__(self, owui: "OpenWebUI", api_key: str):
+        self.port = free_port()
+        env = {**owui.env, "SWITCHBOARD_API_KEY": api_key}
+        self.proc = _Proc("companion", [str(OPENWEBUI_VENV / "bin" / "python"), str(COMPANION), "--host", "127.0.0.1",
+                                        "--port", str(self.port), "--log-level", "debug"],
+                          env, str(owui.workdir), owui.workdir / "companion.log")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> "Companion":
+        self.proc.start()
+        self.proc.wait_ready(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, timeout)
+        return self
+
+    def health(self) -> dict:
+        return requests.get(self.base + "/health", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.stop()
 
 
 class User:
@@ -432,17 +466,8 @@ class HAProxy:
         check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.cfg_path)], capture_output=True, text=True)
         assert check.returncode == 0, f"haproxy -c: {check.stdout}{check.stderr}"
         self.proc.start()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.proc.alive():
-                raise RuntimeError(f"haproxy exited:\n{self.proc.log_tail()}")
-            try:
-                if requests.get(self.base + "/health", timeout=3).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"haproxy not answering within {timeout}s:\n{self.proc.log_tail()}")
+        self.proc.wait_ready(lambda: requests.get(self.base + "/health", timeout=3).status_code == 200, timeout, 0.1)
+        return self
 
     def stop(self) -> None:
         self.proc.stop()

@@ -153,12 +153,15 @@ def haproxy_check(cfg: Path) -> list[str]:
     return [line for line in out.splitlines() if "[WARNING]" in line or "[ALERT]" in line]
 
 
-def cfg_servers(text: str) -> list[tuple[str, str, str | None]]:
-    """(name, address, cookie) of the `server` lines of backend `nodes`."""
+def cfg_servers(text: str, backend: str = "nodes") -> list[tuple[str, str, str | None]]:
+    """(name, address, cookie) of the `server` lines of `backend`."""
     out = []
+    section = None
     for line in text.splitlines():
         words = line.split("#", 1)[0].split()
-        if words[:1] == ["server"]:
+        if words[:1] in (["backend"], ["frontend"], ["listen"], ["defaults"], ["global"], ["resolvers"]):
+            section = words[1] if words[0] == "backend" and len(words) > 1 else None
+        if words[:1] == ["server"] and section == backend:
             cookie = words[words.index("cookie") + 1] if "cookie" in words else None
             out.append((words[1], words[2], cookie))
     return out
@@ -173,7 +176,7 @@ def test_haproxy_cfg_is_valid_and_websocket_aware():
     warnings_seen = haproxy_check(HAPROXY_CFG)
     # As written, the server names are compose service names, unknown on this machine: the only
     # warnings allowed are those (init-addr none lets HAProxy start without them).
-    unexpected = [w for w in warnings_seen if not re.search(r"could not resolve address 'node\d+'", w)]
+    unexpected = [w for w in warnings_seen if not re.search(r"could not resolve address '(node\d+|open-webui)'", w)]
     assert not unexpected, unexpected
 
     text = HAPROXY_CFG.read_text()
@@ -227,6 +230,65 @@ def test_rendered_haproxy_cfg_is_valid(tmp_path):
 def compose_config(env: dict) -> subprocess.CompletedProcess:
     return run([tool("docker-compose"), "-f", str(COMPOSE), "--project-directory", str(REPO), "config"],
                env=clean_env(env), cwd=REPO)
+
+
+OPENWEBUI_COMPOSE = REPO / "deploy" / "openwebui" / "docker-compose.yml"
+COMPANION_DIR = REPO / "deploy" / "openwebui-companion"
+
+
+def test_openwebui_compose_adds_open_webui_and_the_companion():
+    """docker-compose.yml + deploy/openwebui/docker-compose.yml: Open WebUI 0.12.4 and the companion in
+    Open WebUI's image with Open WebUI's environment, and nodes that call one and forward to the other."""
+    import realowui
+
+    def config(env: dict) -> subprocess.CompletedProcess:
+        return run([tool("docker-compose"), "-f", str(COMPOSE), "-f", str(OPENWEBUI_COMPOSE), "--project-directory",
+                    str(REPO), "config"], env=clean_env(env), cwd=REPO)
+
+    missing = config({"WEBUI_SECRET_KEY": SECRET})
+    assert missing.returncode != 0 and "SWITCHBOARD_API_KEY" in (missing.stdout + missing.stderr)
+    r = config({"WEBUI_SECRET_KEY": SECRET, "SWITCHBOARD_API_KEY": API_KEY})
+    assert r.returncode == 0, r.stdout + r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    owui, companion = services["open-webui"], services["openwebui-companion"]
+    assert owui["image"] == companion["image"] == f"ghcr.io/open-webui/open-webui:{realowui.OPENWEBUI_VERSION}"
+
+    # The companion: the script this repository ships, mounted; Open WebUI's environment and data.
+    entry = companion["entrypoint"]
+    assert entry[0] == "python" and entry[1].startswith("/companion/"), entry
+    def volumes(svc) -> dict[str, str]:
+        """{target: source} of a service's volumes, short ("src:dst[:mode]") or long syntax."""
+        out = {}
+        for m in svc.get("volumes", []):
+            if isinstance(m, dict):
+                out[m["target"]] = m["source"]
+            else:
+                src, dst = m.split(":")[:2]
+                out[dst] = src
+        return out
+
+    mounts = volumes(companion)
+    assert Path(mounts["/companion"]) == COMPANION_DIR and (COMPANION_DIR / Path(entry[1]).name).is_file(), mounts
+    owui_env, comp_env = owui["environment"], companion["environment"]
+    for key in ("WEBUI_SECRET_KEY", "WEBSOCKET_MANAGER", "REDIS_URL", "REDIS_KEY_PREFIX", "DATA_DIR"):
+        assert comp_env.get(key) == owui_env.get(key), key
+    assert owui_env["WEBSOCKET_MANAGER"] == "redis" and owui_env["WEBUI_SECRET_KEY"] == SECRET
+    owui_mounts = volumes(owui)
+    assert mounts[owui_env["DATA_DIR"]] == owui_mounts[owui_env["DATA_DIR"]]
+    comp_port = int(companion["command"][companion["command"].index("--port") + 1])
+
+    nodes = {name: svc for name, svc in services.items() if svc.get("command") and "serve" in svc["command"]}
+    assert len(nodes) == 3
+    for name, svc in nodes.items():
+        env = {k: str(v) for k, v in svc["environment"].items() if v is not None}
+        assert env["SWITCHBOARD_API_KEY"] == comp_env["SWITCHBOARD_API_KEY"] == API_KEY
+        assert env["WEBUI_SECRET_KEY"] == SECRET and env["REDIS_KEY_PREFIX"] == owui_env["REDIS_KEY_PREFIX"]
+        settings, _ = check_config(serve_args(svc["command"]), env)
+        assert settings["forward-url"] == f"http://openwebui-companion:{comp_port}", settings
+        assert settings["forward-events"] == "http"
+
+    # HAProxy sends Open WebUI's pages and API to the open-webui service.
+    assert cfg_servers(HAPROXY_CFG.read_text(), "openwebui")[0][1] == "open-webui:8080"
 
 
 def test_compose_file_is_valid_and_nodes_accept_their_configuration():

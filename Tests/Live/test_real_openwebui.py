@@ -28,6 +28,7 @@ pytestmark = pytest.mark.timeout(R.START_TIMEOUT + 120)
 
 COLUMNS = ("control", "switchboard")
 NODE_IDS = ("owuiA1", "owuiB2")
+COMPANION_KEY = "companion-key-0123456789abcdef"
 SOCKET_TIMEOUT = 20.0
 # The user fields Open WebUI 0.12.4 leaves out of SESSION_POOL (socket/main.py, connect and
 # user-join), and what `GET /api/v1/auths/` adds that must never be stored.
@@ -48,6 +49,7 @@ class Stack:
         self.fake = R.FakeOpenAI().start()
         self.owui = R.OpenWebUI(self.redis.url, self.fake.base_url, self.workdir, DEFAULT_MODELS=R.FAKE_MODEL)
         self.nodes: list[ServerProcess] = []
+        self.companion: R.Companion | None = None
         self.haproxy: R.HAProxy | None = None
         self.browsers: list[R.Browser] = []
         self.users: dict[str, R.User] = {}
@@ -55,10 +57,12 @@ class Stack:
     def start(self) -> "Stack":
         self.owui.start()
         if self.column == "switchboard":
+            self.companion = R.Companion(self.owui, COMPANION_KEY).start()
             for node_id in NODE_IDS:
                 node = ServerProcess([
                     "serve", "--host", "127.0.0.1", "--port", "0", "--path", R.WS_PATH, "--node-id", node_id,
                     "--redis-url", self.redis.url, "--jwt-secret", R.SECRET, "--backend-url", self.owui.base,
+                    "--forward-url", self.companion.base, "--api-key", COMPANION_KEY,
                 ], name=f"switchboard-{node_id}")
                 self.nodes.append(node.start())
             targets = [(n.host, n.port) for n in self.nodes]
@@ -77,6 +81,8 @@ class Stack:
         for n in self.nodes:
             n.stop()
             n.cleanup_files()
+        if self.companion:
+            self.companion.stop()
         self.owui.stop()
         self.fake.stop()
         self.redis.stop()
@@ -119,6 +125,8 @@ class Stack:
         parts = [f"--- open-webui log tail ---\n{self.owui.proc.log_tail(6000)}"]
         for n in self.nodes:
             parts.append(f"--- {n.name} stderr tail ---\n{n.stderr_tail(4000)}")
+        if self.companion:
+            parts.append(f"--- companion log tail ---\n{self.companion.proc.log_tail(4000)}")
         if self.haproxy:
             parts.append(f"--- haproxy log tail ---\n{self.haproxy.proc.log_tail(3000)}")
         return "\n".join(parts)
@@ -409,7 +417,15 @@ def test_dm_to_an_online_user_then_live_messages_and_typing(stack, on_failure):
     ba.wait(lambda: first in ba.body_text(), what="the first message in Alice's DM page")
     box = ba.wait_for("#chat-input")
     box.click()
-    box.send_keys("hello Bob")
+    # Each keystroke sends `typing`; Open WebUI relays it only once the reloaded page's `user-join` has put
+    # the socket back in the channel's room (its CONNECT joins `user:{id}` alone), so keep typing, as a
+    # person would, until Bob's page shows it.
+    end = time.monotonic() + R.UI_TIMEOUT
+    for ch in "hello Bob, are you there?" * 4:
+        box.send_keys(ch)
+        if "is typing" in bb.body_text() or time.monotonic() > end:
+            break
+        time.sleep(0.3)
     bb.wait(lambda: "is typing" in bb.body_text(), what="Alice is typing, on Bob's page")
     typing = _events_channel(bb, dm["id"], "typing")
     assert typing and typing[-1]["user"]["id"] == alice.id and typing[-1]["user"]["role"] == "user", typing[-1:]
@@ -417,3 +433,106 @@ def test_dm_to_an_online_user_then_live_messages_and_typing(stack, on_failure):
     line = "live line " + uuid.uuid4().hex[:6]
     box.send_keys(" - " + line, Keys.ENTER)
     bb.wait(lambda: line in bb.body_text(), what="Alice's message on Bob's page")
+
+
+def _companion_ran(stack, event_prefix: str) -> None:
+    """In the Switchboard column, Open WebUI's handlers ran in the companion for these events."""
+    if stack.companion is None:
+        return
+    counts = stack.companion.health()["handled_by_event"]
+    assert any(e.startswith(event_prefix) and n > 0 for e, n in counts.items()), counts
+
+
+def _editor(b: R.Browser):
+    return b.wait_for("#note-content-container .ProseMirror")
+
+
+def _type_into(b: R.Browser, el, text: str) -> None:
+    """Types at the end of a contenteditable editor as the browser's own text input does (the note page's
+    floating menus can cover the editor for a pointer click)."""
+    b.js("""
+        const el = arguments[0];
+        el.focus();
+        const range = document.createRange();
+        range.selectNodeContents(el);
+        range.collapse(false);
+        const sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+        document.execCommand('insertText', false, arguments[1]);
+    """, el, text)
+
+
+def test_collaborative_note_in_two_browsers_saved_and_reloaded(stack, on_failure):
+    """Alice's note, opened by Alice and by the admin in two browsers: Open WebUI's Yjs handlers
+    (`ydoc:*`) send each the document state, relay each one's edits to the other, save the note,
+    and the text is there after a reload."""
+    alice = stack.add_user("alice-note")
+    note = stack.owui.api_ok("POST", "/api/v1/notes/create", alice.token,
+                             {"title": "Shared plan", "data": {"content": {"md": "", "html": "", "json": None}}})
+    ba, bz = stack.browser("alice-note"), stack.browser("admin-note")
+    for b, u in ((ba, alice), (bz, stack.admin)):
+        sign_in(b, u)
+        socket_connected_as(b, b.local_storage_token())
+        b.get(f"/notes/{note['id']}")
+        b.wait_frames(lambda fs: any(f["dir"] == "in" and '"ydoc:document:state"' in f["data"] for f in fs),
+                      what="ydoc:document:state for the note")
+    first = "alice wrote " + uuid.uuid4().hex[:6]
+    _type_into(ba, _editor(ba), first)
+    bz.wait(lambda: first in _editor(bz).text, what="Alice's text in the admin's editor")
+    second = "admin added " + uuid.uuid4().hex[:6]
+    _type_into(bz, _editor(bz), " " + second)
+    ba.wait(lambda: second in _editor(ba).text, what="the admin's text in Alice's editor")
+
+    def saved() -> str | None:
+        md = ((stack.owui.api_ok("GET", f"/api/v1/notes/{note['id']}", alice.token).get("data") or {})
+              .get("content") or {}).get("md") or ""
+        return md if first in md and second in md else None
+
+    wait_until(saved, timeout=SOCKET_TIMEOUT, what="both edits saved with the note")
+    ba.get(f"/notes/{note['id']}")
+    ba.wait(lambda: first in _editor(ba).text and second in _editor(ba).text, what="both edits after a reload")
+    _companion_ran(stack, "ydoc:")
+    # Closing a browser takes its socket out of the document (Open WebUI's disconnect clean-up).
+    import redis
+
+    r = redis.Redis(port=stack.redis.port, decode_responses=True)
+    try:
+        (users_key,) = [k for k in r.scan_iter(match=f"*:note:{note['id']}:users")]
+        wait_until(lambda: r.scard(users_key) == 2, timeout=SOCKET_TIMEOUT, what="two sessions in the document")
+        bz.close()
+        wait_until(lambda: r.scard(users_key) < 2, timeout=SOCKET_TIMEOUT,
+                   what="the closed browser's session out of the document")
+    finally:
+        r.close()
+
+
+def test_read_receipts_survive_a_reload(stack, on_failure):
+    """Bob writes in a channel while Alice is elsewhere: her channel list counts one unread message.
+    She opens the channel (the front end sends `events:channel` `last_read_at`, which Open WebUI
+    writes to its database); after a reload the channel is read."""
+    alice, bob = stack.add_user("alice-read"), stack.add_user("bob-read")
+    channel = stack.owui.api_ok("POST", "/api/v1/channels/create", bob.token,
+                                {"type": "group", "name": "reads-" + uuid.uuid4().hex[:4], "user_ids": [alice.id]})
+    stack.owui.api_ok("POST", f"/api/v1/channels/{channel['id']}/messages/post", bob.token,
+                      {"content": "did you read this?"})
+
+    def unread() -> int:
+        listed = stack.owui.api_ok("GET", "/api/v1/channels/", alice.token)
+        return next(c for c in listed if c["id"] == channel["id"]).get("unread_count", 0)
+
+    assert unread() == 1
+    b = stack.browser("alice-read")
+    sign_in(b, alice)
+    socket_connected_as(b, b.local_storage_token())
+    b.get(f"/channels/{channel['id']}")
+    b.wait(lambda: "did you read this?" in b.body_text(), what="the message in the channel page")
+    # Leaving the channel inside the app sends `last_read_at` (the one sent as the page opens can come before
+    # `user-join` has put the socket in the channel's room, and then Open WebUI itself drops it).
+    b.js("document.querySelector('a[href=\"/\"]').click()")
+    b.wait(lambda: "/channels/" not in b.driver.current_url, what="back on the home page, inside the app")
+    wait_until(lambda: unread() == 0, timeout=SOCKET_TIMEOUT, what="the channel read in Open WebUI's database")
+    b.get("/")
+    b.wait(lambda: b.find("#chat-input"), what="the home page after a reload")
+    assert unread() == 0
+    _companion_ran(stack, "events:channel")
