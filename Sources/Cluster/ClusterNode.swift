@@ -105,6 +105,9 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     public private(set) var transportState: ClusterTransportState = .disconnected
     /// Called (on the control loop) after this node reaps a dead node, e.g. to clean shared pools.
     public var onNodeReaped: (@Sendable (String) -> Void)?
+    /// Called on the control loop when a room gets its first member on this node or loses its last, and when a
+    /// socket (a room of one) connects here or goes: what the python-socketio bridge subscribes per room.
+    public var onLocalRoomChange: (@Sendable (_ namespace: String, _ room: String, _ occupied: Bool) -> Void)?
 
     public init(
         configuration: ClusterConfiguration,
@@ -241,11 +244,17 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
             self.localOccupancy[key] = after > 0 ? after : nil
             if before == 0 && after > 0 {
                 if self.pendingRemoved.remove(key) == nil { self.pendingAdded.insert(key) }
+                self.onLocalRoomChange?(namespace, room, true)
             } else if before > 0 && after <= 0 {
                 if self.pendingAdded.remove(key) == nil { self.pendingRemoved.insert(key) }
+                self.onLocalRoomChange?(namespace, room, false)
             }
             self.scheduleRegistryFlush()
         }
+    }
+
+    public func socketPresenceChanged(namespace: String, sid: String, present: Bool, eventLoop: EventLoop) {
+        controlLoop.execute { self.onLocalRoomChange?(namespace, sid, present) }
     }
 
     /// Writes registry changes once per loop tick: one SADD/SREM and one announcement.

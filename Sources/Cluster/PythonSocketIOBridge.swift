@@ -1,12 +1,27 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import Redis
 import SocketIO
 
+/// How the bridge hears emits to single rooms, which Open WebUI (0.11.5 on) publishes on `<channel>#<ns>#<room>`.
+public enum PythonBridgeRoomChannels: String, Sendable, CaseIterable {
+    /// `PSUBSCRIBE <channel>#*`: one subscription, every room's emits decoded on every node.
+    case pattern
+    /// `SUBSCRIBE <channel>#<ns>#<room>` for each room (socket ids included) with a member on this node, as
+    /// python-socketio 5.16's room channels do: the node hears only its own rooms, and a Redis user without
+    /// PSUBSCRIBE (Open WebUI 0.12.3's suggested ACL, `&socketio &socketio#*`) works.
+    case perRoom = "per-room"
+    /// `pattern`, unless Redis refuses PSUBSCRIBE (`NOPERM`): then `per-room`.
+    case auto
+}
+
 /// Settings of the python-socketio bridge. Every field documents its default.
 public struct PythonBridgeConfiguration: Sendable {
-    /// Base channel (python-socketio's `channel`). Default "socketio"; the node also PSUBSCRIBEs "<channel>#*".
+    /// Base channel (python-socketio's `channel`). Default "socketio".
     public var channel: String
+    /// Default `auto`.
+    public var roomChannels: PythonBridgeRoomChannels = .auto
     /// This node's host_id in the protocol (e.g. "switchboard-<nodeID>"); messages with this host_id are ignored.
     public var hostID: String
     /// How long a client may take to ack an emit that carries a callback. Python's callers wait up to 240 s (input
@@ -24,6 +39,8 @@ public struct PythonBridgeConfiguration: Sendable {
 
     /// Open WebUI (0.11.5 on) publishes single-room emits on `<channel>#<namespace>#<room>`.
     var pattern: String { channel + "#*" }
+
+    func roomChannel(namespace: String, room: String) -> String { channel + "#" + namespace + "#" + room }
 }
 
 /// Lets python-socketio servers and write-only managers (`AsyncRedisManager`) drive this node's sockets over
@@ -34,6 +51,8 @@ public struct PythonBridgeConfiguration: Sendable {
 public final class PythonSocketIOBridge: Sendable {
     public let configuration: PythonBridgeConfiguration
     private let subscriber: RedisSubscriber
+    private let logger: Logger
+    private let rooms: RoomChannelState
 
     /// - Parameters:
     ///   - publisher: the node's shared command connection; the answers to calls are published with it.
@@ -57,6 +76,7 @@ public final class PythonSocketIOBridge: Sendable {
         var logger = logger
         logger[metadataKey: "python_bridge.channel"] = "\(configuration.channel)"
         self.configuration = configuration
+        self.logger = logger
         let channel = configuration.channel
         let publishLogger = logger
         let handler = PythonBridgeHandler(
@@ -77,14 +97,20 @@ public final class PythonSocketIOBridge: Sendable {
                 }
             }
         )
+        let rooms = RoomChannelState(configuration: configuration, logger: logger)
+        self.rooms = rooms
         self.subscriber = try RedisSubscriber(
             configuration: redis,
             eventLoop: eventLoop,
             logger: logger,
             metrics: redisMetrics,
-            onStateChange: onStateChange,
+            onStateChange: { state in
+                if state == .connected { rooms.connected() }
+                onStateChange?(state)
+            },
             onMessage: { message in handler.handle(payload: message.payload) }
         )
+        rooms.subscriber.withLockedValue { $0 = self.subscriber }
     }
 
     /// The subscriber connection's state; `connected` once the subscriptions are in place.
@@ -94,15 +120,27 @@ public final class PythonSocketIOBridge: Sendable {
     /// connect and again after every reconnect. Fails only if Redis refuses them (e.g. `NOPERM`).
     public func start() -> EventLoopFuture<Void> {
         subscriber.start()
-        let channels = subscriber.subscribe(.channel, [configuration.channel])
-        let patterns = subscriber.subscribe(.pattern, [configuration.pattern])
         let eventLoop = subscriber.eventLoop
-        return channels.and(patterns).map { _ in }.flatMapError { error in
+        var subscriptions = [subscriber.subscribe(.channel, [configuration.channel])]
+        switch configuration.roomChannels {
+        case .pattern: subscriptions.append(subscriber.subscribe(.pattern, [configuration.pattern]))
+        case .perRoom: rooms.usePerRoom()
+        case .auto: break  // decided on the first connection (`RoomChannelState.connected`)
+        }
+        return EventLoopFuture.andAllSucceed(subscriptions, on: eventLoop).flatMapError { error in
             if let error = error as? RedisError, !error.code.isServerError {
                 return eventLoop.makeSucceededVoidFuture()
             }
             return eventLoop.makeFailedFuture(error)
         }
+    }
+
+    /// Whether room emits are heard through one subscription per local room.
+    public var subscribesPerRoom: Bool { rooms.perRoom }
+
+    /// A room got its first member on this node (`occupied`) or lost its last; a socket id counts as a room.
+    public func localRoomChanged(namespace: String, room: String, occupied: Bool) {
+        rooms.changed(configuration.roomChannel(namespace: namespace, room: room), occupied: occupied)
     }
 
     public func stop() async {
@@ -234,5 +272,86 @@ package struct PythonBridgeHandler: Sendable {
             return
         }
         publish(PythonBridgeMessage.callbackReply(originHostID: originHostID, callback: callback, args: answer))
+    }
+}
+
+/// The room channels this node's sockets call for, subscribed one by one in per-room mode. In `auto` mode the
+/// first connection decides: PSUBSCRIBE is tried on the live connection (a refused subscription there fails
+/// alone; one refused while restoring would fail every reconnect), and a `NOPERM` turns per-room on.
+final class RoomChannelState: Sendable {
+    private struct State {
+        var names: Set<String> = []
+        var perRoom = false
+        var decided = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    let subscriber = NIOLockedValueBox<RedisSubscriber?>(nil)
+    private let configuration: PythonBridgeConfiguration
+    private let logger: Logger
+
+    init(configuration: PythonBridgeConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        if configuration.roomChannels != .auto { state.withLockedValue { $0.decided = true } }
+    }
+
+    var perRoom: Bool { state.withLockedValue { $0.perRoom } }
+
+    func changed(_ name: String, occupied: Bool) {
+        let perRoom = state.withLockedValue { state -> Bool in
+            if occupied { state.names.insert(name) } else { state.names.remove(name) }
+            return state.perRoom
+        }
+        guard perRoom, let subscriber = subscriber.withLockedValue({ $0 }) else { return }
+        let change = occupied ? subscriber.subscribe(.channel, [name]) : subscriber.unsubscribe(.channel, [name])
+        change.whenFailure { error in
+            // While disconnected the subscriber keeps the change and makes it on reconnect.
+            guard let error = error as? RedisError, error.code.isServerError else { return }
+            self.logger.warning("room channel not subscribed", metadata: ["reason": "\(error)", "channel": "\(name)"])
+        }
+    }
+
+    /// Subscribes every local room's channel from now on.
+    func usePerRoom() {
+        let names = state.withLockedValue { state -> [String] in
+            state.perRoom = true
+            state.decided = true
+            return Array(state.names)
+        }
+        guard !names.isEmpty, let subscriber = subscriber.withLockedValue({ $0 }) else { return }
+        subscriber.subscribe(.channel, names).whenFailure { error in
+            self.logger.warning("room channels not subscribed", metadata: ["reason": "\(error)"])
+        }
+    }
+
+    /// The subscriber is connected: in `auto` mode, the first time, try the pattern.
+    func connected() {
+        let undecided = state.withLockedValue { state -> Bool in
+            defer { state.decided = true }
+            return !state.decided
+        }
+        guard undecided, let subscriber = subscriber.withLockedValue({ $0 }) else { return }
+        let pattern = configuration.pattern
+        subscriber.subscribe(.pattern, [pattern]).whenComplete { result in
+            switch result {
+            case .success:
+                self.logger.debug("room emits heard through the pattern", metadata: ["pattern": "\(pattern)"])
+            case .failure(let error as RedisError) where error.code == .noperm:
+                self.logger.notice(
+                    "Redis refused PSUBSCRIBE; subscribing per room instead",
+                    metadata: ["reason": "\(error)", "pattern": "\(pattern)"]
+                )
+                // Forgotten at once (the reply to PUNSUBSCRIBE, refused too, does not matter).
+                subscriber.unsubscribe(.pattern, [pattern]).whenComplete { _ in }
+                self.usePerRoom()
+            case .failure(let error):
+                // Lost the connection meanwhile. Not left to the restore (a refusal there fails every reconnect):
+                // forgotten, and tried again on the next connection.
+                self.logger.warning("pattern subscription not confirmed", metadata: ["reason": "\(error)"])
+                subscriber.unsubscribe(.pattern, [pattern]).whenComplete { _ in }
+                self.state.withLockedValue { $0.decided = false }
+            }
+        }
     }
 }

@@ -35,6 +35,12 @@ public struct BroadcastAckResult: Sendable, Equatable {
 public protocol RoomOccupancyObserver: AnyObject, Sendable {
     /// Called on `eventLoop` when its first local member joins `room` (`occupied`) or its last leaves.
     func roomOccupancyChanged(namespace: String, room: String, occupied: Bool, eventLoop: EventLoop)
+    /// Called on `eventLoop` when a socket (whose id is a room of one) connects here (`present`) or goes.
+    func socketPresenceChanged(namespace: String, sid: String, present: Bool, eventLoop: EventLoop)
+}
+
+extension RoomOccupancyObserver {
+    public func socketPresenceChanged(namespace: String, sid: String, present: Bool, eventLoop: EventLoop) {}
 }
 
 /// Rooms and broadcasts of one namespace. The in-memory adapter serves one node; the cluster
@@ -304,14 +310,16 @@ final class RoomShard: @unchecked Sendable {
     func add(_ socket: Socket) {
         eventLoop.assertInEventLoop()
         sockets[socket.id] = socket
+        observer?.socketPresenceChanged(namespace: namespace, sid: socket.id, present: true, eventLoop: eventLoop)
     }
 
     func remove(_ socket: Socket) {
         eventLoop.assertInEventLoop()
-        sockets[socket.id] = nil
+        guard sockets.removeValue(forKey: socket.id) != nil else { return }
         for room in socket.rooms {
             leave(socket, room: room)
         }
+        observer?.socketPresenceChanged(namespace: namespace, sid: socket.id, present: false, eventLoop: eventLoop)
     }
 
     func join(_ socket: Socket, room: String) {

@@ -18,6 +18,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         cors-origins=\(io.corsOrigins.joined(separator: ";"))
         transports=\(transports.joined(separator: ","))
         redis-url=\(configuration.cluster.redisURL.map(redactingPassword) ?? "(none: in memory)")
+        auth-redis-url=\(configuration.cluster.authRedisURL.map(redactingPassword) ?? "(redis-url)")
         cluster-prefix=\(configuration.cluster.prefix)
         node-id=\(configuration.cluster.nodeID ?? "(random)")
         heartbeat-interval=\(configuration.cluster.heartbeatInterval.nanoseconds / 1_000_000)ms
@@ -51,6 +52,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         api-port=\(configuration.api.port.map(String.init) ?? "(main listener, /api/v1/)")
         python-bridge=\(configuration.bridge.enabled && configuration.cluster.redisURL != nil)
         bridge-channel=\(configuration.bridge.channel)
+        bridge-room-channels=\(configuration.bridge.roomChannels.rawValue)
         drain-window=\(configuration.operations.drainWindow.nanoseconds / 1_000_000)ms
         shutdown-timeout=\(configuration.operations.shutdownTimeout.nanoseconds / 1_000_000)ms
         ready-deadline=\(configuration.operations.readyDeadline.nanoseconds / 1_000_000)ms

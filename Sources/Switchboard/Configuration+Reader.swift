@@ -1,4 +1,5 @@
 import Auth
+import Cluster
 import EngineIO
 import Logging
 import NIOCore
@@ -125,6 +126,16 @@ public struct ConfigurationReader {
                 throw .init("must be a redis://, rediss:// or unix:// URL")
             }
             config.cluster.redisURL = value
+        },
+        Setting(
+            flag: "auth-redis-url",
+            // Open WebUI reads revocation keys from its REDIS_URL.
+            environment: [("SWITCHBOARD_AUTH_REDIS_URL", .milliseconds), ("REDIS_URL", .milliseconds)]
+        ) { config, value, _ throws(ConfigurationError.Reason) in
+            guard value.hasPrefix("redis://") || value.hasPrefix("rediss://") || value.hasPrefix("unix://") else {
+                throw .init("must be a redis://, rediss:// or unix:// URL")
+            }
+            config.cluster.authRedisURL = value
         },
         Setting(flag: "cluster-prefix", environment: [("SWITCHBOARD_CLUSTER_PREFIX", .milliseconds)]) {
             config,
@@ -267,6 +278,15 @@ public struct ConfigurationReader {
         },
         toggle("python-bridge", ["SWITCHBOARD_PYTHON_BRIDGE"]) { $0.bridge.enabled = $1 },
         text("bridge-channel", ["SWITCHBOARD_BRIDGE_CHANNEL"], .pubSubChannel) { $0.bridge.channel = $1 },
+        Setting(flag: "bridge-room-channels", environment: [("SWITCHBOARD_BRIDGE_ROOM_CHANNELS", .seconds)]) {
+            config,
+            value,
+            _ throws(ConfigurationError.Reason) in
+            guard let mode = PythonBridgeRoomChannels(rawValue: value.lowercased()) else {
+                throw .init("must be auto, per-room or pattern")
+            }
+            config.bridge.roomChannels = mode
+        },
         Setting(flag: "log-level", environment: [("SWITCHBOARD_LOG_LEVEL", .milliseconds)]) {
             config,
             value,
@@ -391,6 +411,7 @@ public struct ConfigurationReader {
                 break
             }
         }
+        if config.cluster.authRedisURL == config.cluster.redisURL { config.cluster.authRedisURL = nil }
         try validate(config)
         return config
     }
@@ -402,6 +423,9 @@ public struct ConfigurationReader {
                 value: "\(config.cluster.nodeTTL.nanoseconds / 1_000_000)ms",
                 reason: "must be longer than heartbeat-interval"
             )
+        }
+        if config.cluster.authRedisURL != nil && config.cluster.redisURL == nil {
+            throw ConfigurationError(setting: "auth-redis-url", value: "(set)", reason: "needs --redis-url")
         }
         if config.backend.forwardEvents == .http && config.backend.url == nil && config.backend.forwardURL == nil {
             throw ConfigurationError(setting: "forward-events", value: "http", reason: "needs --backend-url or --forward-url")

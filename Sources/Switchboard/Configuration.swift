@@ -1,4 +1,5 @@
 import Auth
+import Cluster
 import EngineIO
 import Logging
 import NIOCore
@@ -56,6 +57,9 @@ public struct SwitchboardConfiguration: Sendable {
         /// Redis to join a cluster through (`redis://[user:password@]host:port/db`, `rediss://…`,
         /// `unix://path`). Default none: the node runs alone, in memory.
         public var redisURL: String?
+        /// Where Open WebUI keeps its token revocation keys, when that is not `redisURL`: Open WebUI reads them from
+        /// its `REDIS_URL`, which may differ from its `WEBSOCKET_REDIS_URL`. Default: `redisURL`.
+        public var authRedisURL: String?
         /// Prefix of the cluster's Redis channels and keys. Default `switchboard`.
         public var prefix: String = "switchboard"
         /// This node's id (6 base64url characters, the prefix of its sids). Default: random at start.
@@ -165,6 +169,9 @@ public struct SwitchboardConfiguration: Sendable {
         public var enabled: Bool = true
         /// Default `socketio`.
         public var channel: String = "socketio"
+        /// How emits to single rooms are heard: `pattern`, `per-room` or `auto` (pattern unless Redis refuses
+        /// PSUBSCRIBE, as with Open WebUI 0.12.3's suggested ACL). Default `auto`.
+        public var roomChannels: PythonBridgeRoomChannels = .auto
     }
 
     /// Health, readiness and shutdown.

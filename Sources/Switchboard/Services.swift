@@ -1,6 +1,7 @@
 import Cluster
 import Logging
 import Presence
+import Redis
 import ServiceLifecycle
 import UnixSignals
 
@@ -18,6 +19,16 @@ struct StatsService: Service {
 /// Closes the backend client's connections at shutdown.
 struct BackendClientService: Service {
     let client: BackendClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await client.shutdown()
+    }
+}
+
+/// Closes a Redis client (started when it was made) at shutdown.
+struct RedisClientService: Service {
+    let client: RedisClient
 
     func run() async throws {
         try? await gracefulShutdown()

@@ -190,6 +190,9 @@ public enum Switchboard {
             for client in [node.backend, node.forwardClient].compactMap({ $0 }) {
                 services.append(.init(service: BackendClientService(client: client)))
             }
+            if let authRedis = node.authRedis {
+                services.append(.init(service: RedisClientService(client: authRedis)))
+            }
             if let bridge = node.bridge {
                 services.append(.init(service: PythonBridgeService(bridge: bridge, logger: logger)))
             }
@@ -260,6 +263,8 @@ public enum Switchboard {
         var backend: BackendClient?
         /// The forward target's own client (`--forward-url`), when it is not the backend.
         var forwardClient: BackendClient?
+        /// The Redis of Open WebUI's revocation keys (`--auth-redis-url`), when it is not the cluster's.
+        var authRedis: RedisClient?
         let state: NodeState
         let readiness: ReadinessCheck
         var reloader: Reloader?
@@ -380,10 +385,22 @@ public enum Switchboard {
             if verifier == nil {
                 logger.warning("no JWT key configured: every socket stays anonymous (set --jwt-secret or WEBUI_SECRET_KEY)")
             }
+            let authRedis = try configuration.cluster.authRedisURL.map { url in
+                let settings: RedisConfiguration
+                do {
+                    settings = try RedisConfiguration(url: url)
+                } catch {
+                    throw ConfigurationError(setting: "auth-redis-url", value: redactingPassword(url), reason: "\(error)")
+                }
+                let client = try RedisClient(configuration: settings, eventLoop: loops[0], logger: logger)
+                client.start()
+                return client
+            }
             let users = UserDirectory(
                 verifier: verifier,
                 revocation: RevocationKeys(prefix: configuration.auth.keyPrefix),
                 redis: redisCommands,
+                authRedis: authRedis,
                 backend: backend,
                 userPath: configuration.backend.userPath,
                 channelsPath: configuration.backend.channelsPath,
@@ -453,10 +470,14 @@ public enum Switchboard {
             var bridge: PythonSocketIOBridge?
             if configuration.bridge.enabled, let cluster, let redisCommands, let redisConfiguration {
                 bridge = try PythonSocketIOBridge(
-                    configuration: PythonBridgeConfiguration(
-                        channel: configuration.bridge.channel,
-                        hostID: "switchboard-\(cluster.id)"
-                    ),
+                    configuration: {
+                        var bridge = PythonBridgeConfiguration(
+                            channel: configuration.bridge.channel,
+                            hostID: "switchboard-\(cluster.id)"
+                        )
+                        bridge.roomChannels = configuration.bridge.roomChannels
+                        return bridge
+                    }(),
                     redis: redisConfiguration,
                     publisher: redisCommands,
                     eventLoop: loops[0],
@@ -467,6 +488,11 @@ public enum Switchboard {
                         contract.backendEmitted(event, args, rooms: rooms, local: local)
                     }
                 )
+            }
+            if let bridge, let cluster {
+                cluster.onLocalRoomChange = { namespace, room, occupied in
+                    bridge.localRoomChanged(namespace: namespace, room: room, occupied: occupied)
+                }
             }
             let trafficTotals: @Sendable () -> TrafficTotals = { metricsRegistry.map(TrafficTotals.init) ?? TrafficTotals() }
             let stats = StatsReporter(
@@ -503,6 +529,7 @@ public enum Switchboard {
                 bridge: bridge,
                 backend: backend,
                 forwardClient: forwardClient,
+                authRedis: authRedis,
                 state: state,
                 readiness: readiness,
                 reloader: Reloader(auth: configuration.auth, apiKeyFile: configuration.api.keyFile, users: users, apiKey: apiKey),

@@ -104,7 +104,10 @@ final class UserDirectory: Sendable {
 
     private let currentVerifier: NIOLockedValueBox<JWTVerifier?>
     let revocation: RevocationKeys
+    /// Switchboard's own keys: shared check answers, recheck marks.
     let redis: RedisClient?
+    /// Where Open WebUI writes its revocation keys (its `REDIS_URL`); `redis` when it is the same.
+    let authRedis: RedisClient?
     let backend: BackendClient?
     let userPath: String
     let channelsPath: String
@@ -120,6 +123,7 @@ final class UserDirectory: Sendable {
         verifier: JWTVerifier?,
         revocation: RevocationKeys,
         redis: RedisClient?,
+        authRedis: RedisClient? = nil,
         backend: BackendClient?,
         userPath: String,
         channelsPath: String,
@@ -131,6 +135,7 @@ final class UserDirectory: Sendable {
         self.currentVerifier = NIOLockedValueBox(verifier)
         self.revocation = revocation
         self.redis = redis
+        self.authRedis = authRedis
         self.backend = backend
         self.userPath = userPath
         self.channelsPath = channelsPath
@@ -216,29 +221,13 @@ final class UserDirectory: Sendable {
             return askBackend(token, on: eventLoop)
         }
         let checkKey = checkKey(token: token)
-        var pipeline = RedisPipeline()
-        pipeline.append("GET", checkKey)
-        pipeline.append("GET", revocation.userRevokedAtKey(userID: verified.userID))
-        if let jti = verified.tokenID { pipeline.append("EXISTS", revocation.tokenRevokedKey(jti: jti)) }
-        let commands = pipeline.count
-        return redis.send(pipeline).hop(to: eventLoop).flatMap { replies -> EventLoopFuture<RevalidationOutcome> in
-            guard replies.count == commands else {
-                return eventLoop.makeSucceededFuture(.unknown("revocation check failed"))
-            }
-            do {
-                let shared = try replies[0].throwingServerError().string
-                let revokedAt = try replies[1].throwingServerError().string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
-                let tokenRevoked = commands > 2 ? (try replies[2].throwingServerError().int ?? 0) > 0 : false
-                if RevocationKeys.isRevoked(verified, tokenRevoked: tokenRevoked, userRevokedAt: revokedAt) {
-                    return eventLoop.makeSucceededFuture(.refused("token revoked"))
-                }
-                switch shared {
-                case "ok"?: return eventLoop.makeSucceededFuture(.valid)
-                case "refused"?: return eventLoop.makeSucceededFuture(.refused("refused by the backend"))
-                default: break
-                }
-            } catch {
-                return eventLoop.makeSucceededFuture(.unknown("revocation check failed: \(error)"))
+        return readRevocation(verified, with: checkKey, redis: redis, on: eventLoop).flatMap {
+            read -> EventLoopFuture<RevalidationOutcome> in
+            if read.revoked { return eventLoop.makeSucceededFuture(.refused("token revoked")) }
+            switch read.value {
+            case "ok"?: return eventLoop.makeSucceededFuture(.valid)
+            case "refused"?: return eventLoop.makeSucceededFuture(.refused("refused by the backend"))
+            default: break
             }
             guard self.backend != nil else { return eventLoop.makeSucceededFuture(.valid) }
             return redis.send("SET", checkKey + ":lease", "1", "NX", "PX", String(Self.checkLeaseMilliseconds))
@@ -346,27 +335,47 @@ final class UserDirectory: Sendable {
         }
     }
 
+    /// Open WebUI's revocation of `token` (its jti's key, and the user's revoked-at stamp), read with one of
+    /// Switchboard's own keys, `key`: one round trip when both live in one Redis, two at once otherwise.
+    private func readRevocation(_ token: VerifiedToken, with key: String, redis: RedisClient, on eventLoop: EventLoop)
+        -> EventLoopFuture<(revoked: Bool, value: String?)>
+    {
+        var reads = [RESPCommand("GET", arguments: [revocation.userRevokedAtKey(userID: token.userID)])]
+        if let jti = token.tokenID { reads.append(RESPCommand("EXISTS", arguments: [revocation.tokenRevokedKey(jti: jti)])) }
+        let expected = reads.count
+        let revoked = { @Sendable (replies: ArraySlice<RESPValue>) throws -> Bool in
+            guard replies.count == expected else { throw RevocationReadFailure() }
+            let first = replies.startIndex
+            let revokedAt = try replies[first].throwingServerError().string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
+            let tokenRevoked = expected > 1 ? (try replies[first + 1].throwingServerError().int ?? 0) > 0 : false
+            return RevocationKeys.isRevoked(token, tokenRevoked: tokenRevoked, userRevokedAt: revokedAt)
+        }
+        guard let authRedis, authRedis !== redis else {
+            var pipeline = RedisPipeline()
+            pipeline.append("GET", key)
+            for read in reads { pipeline.append(read) }
+            return redis.send(pipeline).hop(to: eventLoop).flatMapThrowing { replies in
+                guard let own = replies.first else { throw RevocationReadFailure() }
+                return (try revoked(replies.dropFirst()), try own.throwingServerError().string)
+            }
+        }
+        var revocationReads = RedisPipeline()
+        for read in reads { revocationReads.append(read) }
+        let own = redis.send("GET", key).hop(to: eventLoop)
+        return authRedis.send(revocationReads).hop(to: eventLoop).and(own).flatMapThrowing { replies, own in
+            (try revoked(replies[...]), try own.throwingServerError().string)
+        }
+    }
+
     /// Fails when the token is revoked; otherwise answers the user's recheck mark (epoch seconds), if any.
     private func checkRevocation(_ token: VerifiedToken, token raw: String, on eventLoop: EventLoop)
         -> EventLoopFuture<Int?>
     {
         guard let redis else { return eventLoop.makeSucceededFuture(nil) }
-        var pipeline = RedisPipeline()
-        pipeline.append("GET", recheckKey(userID: token.userID))
-        pipeline.append("GET", revocation.userRevokedAtKey(userID: token.userID))
-        if let jti = token.tokenID { pipeline.append("EXISTS", revocation.tokenRevokedKey(jti: jti)) }
-        let commands = pipeline.count
-        return redis.send(pipeline).flatMapThrowing { replies -> Int? in
-            guard replies.count == commands else {
-                throw AuthenticationFailure(reason: "revocation check failed")
-            }
-            let recheck = try replies[0].throwingServerError().string.flatMap { Int($0) }
-            let revokedAt = try replies[1].throwingServerError().string.flatMap { Int($0) ?? Double($0).map { Int($0) } }
-            let tokenRevoked = commands > 2 ? (try replies[2].throwingServerError().int ?? 0) > 0 : false
-            if RevocationKeys.isRevoked(token, tokenRevoked: tokenRevoked, userRevokedAt: revokedAt) {
-                throw AuthenticationFailure(reason: "token revoked")
-            }
-            return recheck
+        return readRevocation(token, with: recheckKey(userID: token.userID), redis: redis, on: eventLoop)
+            .flatMapThrowing { read -> Int? in
+                if read.revoked { throw AuthenticationFailure(reason: "token revoked") }
+                return read.value.flatMap { Int($0) }
         }.flatMapErrorThrowing { error in
             if error is AuthenticationFailure { throw error }
             // Fail closed: a token that cannot be checked is not accepted.
@@ -447,4 +456,8 @@ final class UserDirectory: Sendable {
         default: return nil
         }
     }
+}
+
+private struct RevocationReadFailure: Error, CustomStringConvertible {
+    var description: String { "revocation check failed: incomplete answer" }
 }

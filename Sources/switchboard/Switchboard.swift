@@ -39,6 +39,8 @@ struct NodeOptions: ParsableArguments {
     var transports: String?
     @Option(help: "Redis URL to join a cluster (env SWITCHBOARD_REDIS_URL, WEBSOCKET_REDIS_URL). Default: alone, in memory.")
     var redisURL: String?
+    @Option(name: .customLong("auth-redis-url"), help: "Redis holding Open WebUI's token revocation keys when it is not --redis-url (env SWITCHBOARD_AUTH_REDIS_URL, REDIS_URL).")
+    var authRedisURL: String?
     @Option(help: "Prefix of the cluster's Redis keys and channels (env SWITCHBOARD_CLUSTER_PREFIX). Default switchboard.")
     var clusterPrefix: String?
     @Option(help: "This node's 6-character id (env SWITCHBOARD_NODE_ID). Default: random.")
@@ -104,6 +106,8 @@ struct NodeOptions: ParsableArguments {
     var pythonBridge: String?
     @Option(name: .customLong("bridge-channel"), help: "python-socketio channel (env SWITCHBOARD_BRIDGE_CHANNEL). Default socketio.")
     var bridgeChannel: String?
+    @Option(name: .customLong("bridge-room-channels"), help: "auto, per-room or pattern: how emits to single rooms are heard; per-room needs no PSUBSCRIBE (env SWITCHBOARD_BRIDGE_ROOM_CHANNELS). Default auto.")
+    var bridgeRoomChannels: String?
     @Option(name: .customLong("jwt-secret-file"), help: "File holding the JWT HMAC secret, re-read on SIGHUP (env SWITCHBOARD_JWT_SECRET_FILE).")
     var jwtSecretFile: String?
     @Option(name: .customLong("api-key-file"), help: "File holding the API key, re-read on SIGHUP (env SWITCHBOARD_API_KEY_FILE).")
@@ -125,7 +129,7 @@ struct NodeOptions: ParsableArguments {
             ("host", host), ("port", port), ("path", path), ("ping-interval", pingInterval),
             ("ping-timeout", pingTimeout), ("connect-timeout", connectTimeout), ("max-payload", maxPayload),
             ("max-outbound-bytes", maxOutboundBytes), ("cors-origins", corsOrigins), ("transports", transports),
-            ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("cluster-prefix", clusterPrefix),
+            ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("auth-redis-url", authRedisURL), ("cluster-prefix", clusterPrefix),
             ("node-id", nodeID), ("heartbeat-interval", heartbeatInterval), ("node-ttl", nodeTTL),
             ("jwt-secret-file", jwtSecretFile),
             ("api-key-file", apiKeyFile),
@@ -160,6 +164,7 @@ struct NodeOptions: ParsableArguments {
             ("api-port", apiPort),
             ("python-bridge", pythonBridge),
             ("bridge-channel", bridgeChannel),
+            ("bridge-room-channels", bridgeRoomChannels),
         ]
         for case (let name, let value?) in pairs { flags[name] = value }
         return flags

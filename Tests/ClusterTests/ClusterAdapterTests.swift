@@ -13,6 +13,30 @@ final class ClusterAdapterTests: XCTestCase {
         return (harness, a, b, c)
     }
 
+    func testLocalRoomChangesReachTheListenerOncePerRoomAndPerSocket() throws {
+        let harness = ClusterHarness()
+        let a = harness.addNode("nodeAA")
+        // @unchecked: the harness runs every node on one embedded loop.
+        final class Seen: @unchecked Sendable { var changes: [String] = [] }
+        let seen = Seen()
+        a.cluster.onLocalRoomChange = { namespace, room, occupied in
+            seen.changes.append("\(occupied ? "+" : "-")\(namespace)#\(room)")
+        }
+        let a1 = try a.connect(), a2 = try a.connect()
+        a1.join("r1")
+        a2.join("r1")
+        harness.settle()
+        XCTAssertEqual(seen.changes, ["+/#\(a1.sid)", "+/#\(a2.sid)", "+/#r1"])
+
+        seen.changes = []
+        a1.send("1")  // Socket.IO DISCONNECT: r1 keeps a2
+        harness.settle()
+        XCTAssertEqual(seen.changes, ["-/#\(a1.sid)"])
+        a2.send("1")
+        harness.settle()
+        XCTAssertEqual(seen.changes, ["-/#\(a1.sid)", "-/#r1", "-/#\(a2.sid)"])
+    }
+
     func testRoomBroadcastReachesExactlyItsMembersOnEveryNodeOnce() throws {
         let (harness, a, b, c) = threeNodes()
         let a1 = try a.connect(), a2 = try a.connect()

@@ -1029,3 +1029,28 @@ def test_polling_client_goes_through_the_contract(owui):
     p = typing("c1", "to-poller")
     assert ws.call("events:channel", p) is None
     poller.wait_for("events:channel", lambda a: a == ({**p, "user": {"id": "u2", "name": NAMES["u2"], "role": "user"}},))
+
+
+def test_revocation_keys_are_read_from_open_webuis_redis_when_it_is_another(owui):
+    """Open WebUI writes revocation keys to its REDIS_URL, which may not be the socket Redis
+    (WEBSOCKET_REDIS_URL): `--auth-redis-url` points the node there, for connects and re-validation."""
+    from livehelpers import RedisServer
+    import redis as redis_sync
+
+    auth = RedisServer().start()
+    try:
+        (A,) = owui.start(1, "--auth-mode", "strict", "--auth-redis-url", auth.url)
+        r_auth = redis_sync.Redis(port=auth.port, decode_responses=True)
+        t = mint("ar1")
+        r_auth.set(f"{PREFIX}:auth:token:{unverified_claims(t)['jti']}:revoked", "1")
+        refused = Client(A, "revoked-in-auth-redis", token=t)
+        owui.clients.append(refused)
+        assert refused.connect_refused()["message"] == "unauthorized"
+        # The same key in the socket Redis is not Open WebUI's: ignored.
+        t2 = mint("ar1")
+        owui.r.set(f"{PREFIX}:auth:token:{unverified_claims(t2)['jti']}:revoked", "1")
+        ok = owui.client(A, "revoked-in-socket-redis", token=t2)
+        wait_until(lambda: ok.sid in owui.session_pool(), what="accepted: the socket Redis holds no revocation")
+        r_auth.close()
+    finally:
+        auth.stop()

@@ -331,3 +331,49 @@ def test_raw_emit_with_callback_publishes_the_callback_message_and_garbage_is_ig
     for n in (A, B):
         assert n.alive(), f"{n.node_id} died on garbage bridge messages"
     assert c.call("heartbeat", {}) is None
+
+
+def test_a_redis_user_without_psubscribe_hears_room_emits_through_per_room_subscriptions(owui):
+    """Open WebUI 0.12.3's suggested ACL (`&socketio &socketio#*`, no PSUBSCRIBE): the nodes fall back to one
+    SUBSCRIBE per room with a local member (socket ids included), as python-socketio 5.16's room channels do,
+    so they hear emits to their own rooms only, and drop a room's subscription when its last member leaves."""
+    from types import SimpleNamespace
+
+    from owui import NODE_IDS, start_nodes
+
+    owui.r.execute_command("ACL", "SETUSER", "owui-socket", "on", ">owui-socket-pw", "~*", "resetchannels",
+                           "&socketio", "&socketio#*", "&switchboard*", "+@all", "-psubscribe", "-punsubscribe")
+    acl_redis = SimpleNamespace(url=f"redis://owui-socket:owui-socket-pw@127.0.0.1:{owui.redis_server.port}/0",
+                                port=owui.redis_server.port)
+    A, B = start_nodes(owui.servers, acl_redis, 2, "--api-key", "owui-live-api-key-0123456789", ids=NODE_IDS[2:])
+    wait_until(lambda: bridge_subscribers(owui.r) >= 2, timeout=20, what="both nodes on socketio")
+    assert owui.r.execute_command("PUBSUB", "NUMPAT") == 0
+    for node in (A, B):
+        wait_until(lambda: "subscribing per room" in node.stderr_text(), what=f"{node.node_id} falls back per room")
+
+    a1 = owui.client(A, "a1(u1@A)", user="u1")
+    b1 = owui.client(B, "b1(u2@B)", user="u2")
+
+    def subscribers(room: str) -> int:
+        return bridge_subscribers(owui.r, f"socketio#/#{room}")
+
+    for room in ("user:u1", a1.sid, "user:u2", b1.sid):
+        wait_until(lambda: subscribers(room) == 1, what=f"one node subscribed to socketio#/#{room}")
+    assert subscribers("user:nobody") == 0
+
+    def publish(room: str, data) -> int:
+        msg = {"method": "emit", "event": "news", "data": [data], "binary": False, "namespace": "/", "room": room,
+               "skip_sid": None, "callback": None, "host_id": "acl-publisher-0001"}
+        return owui.r.publish(f"socketio#/#{room}", json.dumps(msg))
+
+    assert publish("user:u1", "to u1") == 1  # exactly one receiver: A, the node with u1's socket
+    assert publish(b1.sid, "to b1") == 1
+    a1.wait_for("news", lambda a: a == ("to u1",))
+    b1.wait_for("news", lambda a: a == ("to b1",))
+    assert a1.events("news") == [("to u1",)] and b1.events("news") == [("to b1",)]
+
+    sid = a1.sid
+    a1.close()
+    for room in ("user:u1", sid):
+        wait_until(lambda: subscribers(room) == 0, what=f"socketio#/#{room} dropped with its last member")
+    assert subscribers("user:u2") == 1

@@ -1,3 +1,4 @@
+import Cluster
 import EngineIO
 import Logging
 import NIOCore
@@ -34,6 +35,14 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try read(env: ["REDIS_URL": "redis://a:6379/0"]).cluster.redisURL, "redis://a:6379/0")
         let both = try read(env: ["REDIS_URL": "redis://a:6379/0", "WEBSOCKET_REDIS_URL": "redis://b:6379/1"])
         XCTAssertEqual(both.cluster.redisURL, "redis://b:6379/1")
+        // Open WebUI reads its revocation keys from REDIS_URL: so does the node, when it differs.
+        XCTAssertEqual(both.cluster.authRedisURL, "redis://a:6379/0")
+        XCTAssertNil(try read(env: ["REDIS_URL": "redis://a:6379/0"]).cluster.authRedisURL)
+        XCTAssertEqual(
+            try read(flags: ["redis-url": "redis://b:6379/1", "auth-redis-url": "redis://c:6379/2"]).cluster.authRedisURL,
+            "redis://c:6379/2"
+        )
+        XCTAssertThrowsError(try read(flags: ["auth-redis-url": "redis://c:6379/2"]))
         XCTAssertNil(try read().cluster.redisURL)
     }
 
@@ -182,6 +191,15 @@ final class ContractConfigurationTests: XCTestCase {
         XCTAssertNoThrow(try read(flags: ["forward-events": "http", "forward-url": "http://companion:8091"]))
         XCTAssertThrowsError(try read(flags: ["forward-url": "companion:8091"])) { error in
             XCTAssertTrue("\(error)".contains("--forward-url"), "\(error)")
+        }
+    }
+
+    func testBridgeRoomChannels() throws {
+        XCTAssertEqual(try read().bridge.roomChannels, .auto)
+        XCTAssertEqual(try read(flags: ["bridge-room-channels": "per-room"]).bridge.roomChannels, .perRoom)
+        XCTAssertEqual(try read(env: ["SWITCHBOARD_BRIDGE_ROOM_CHANNELS": "PATTERN"]).bridge.roomChannels, .pattern)
+        XCTAssertThrowsError(try read(flags: ["bridge-room-channels": "psubscribe"])) { error in
+            XCTAssertTrue("\(error)".contains("--bridge-room-channels"), "\(error)")
         }
     }
 
