@@ -23,7 +23,7 @@ struct SwitchboardBench: AsyncParsableCommand {
     @Option(help: "The switchboard binary (build it with -c release).")
     var switchboardBinary = ".build/release/switchboard"
     @Option(help: "Directory of the baseline's owui_socket.py.")
-    var baselineDirectory = "../shared/baseline"
+    var baselineDirectory = "scripts/bench-support/baseline"
     @Option(help: "Python with python-socketio, uvicorn, redis, pyjwt, aiohttp.")
     var python = "python3"
     @Option(help: "redis-server executable.")

@@ -1,5 +1,5 @@
 """switchboard-bench end to end at a tiny size: both clusters (Switchboard and the python-socketio
-baseline from ../shared/baseline) started by the bench, every scenario run on each, results.json and
+baseline from scripts/bench-support/baseline) started by the bench, every scenario run on each, results.json and
 the HTML report written. Figures are not judged here (benchmarks are not timed tests); what is
 checked is that every scenario measured what it claims: every expected delivery arrived in the
 unloaded steps, every handshake and call completed, and the report holds the charts."""
@@ -17,7 +17,7 @@ import pytest
 from livehelpers import artifact_path, binary_path, free_port, report_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = Path(os.environ.get("SWITCHBOARD_BASELINE", ROOT.parent / "shared" / "baseline"))
+BASELINE = Path(os.environ.get("SWITCHBOARD_BASELINE", ROOT / "scripts" / "bench-support" / "baseline"))
 
 
 def bench_binary() -> Path:
