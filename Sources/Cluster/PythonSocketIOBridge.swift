@@ -283,6 +283,8 @@ final class RoomChannelState: Sendable {
         var names: Set<String> = []
         var perRoom = false
         var decided = false
+        /// False once the pattern is in place: then nothing is tracked per room or socket.
+        var tracking = true
     }
 
     private let state = NIOLockedValueBox(State())
@@ -293,13 +295,19 @@ final class RoomChannelState: Sendable {
     init(configuration: PythonBridgeConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        if configuration.roomChannels != .auto { state.withLockedValue { $0.decided = true } }
+        if configuration.roomChannels != .auto {
+            state.withLockedValue {
+                $0.decided = true
+                $0.tracking = configuration.roomChannels == .perRoom
+            }
+        }
     }
 
     var perRoom: Bool { state.withLockedValue { $0.perRoom } }
 
     func changed(_ name: String, occupied: Bool) {
         let perRoom = state.withLockedValue { state -> Bool in
+            guard state.tracking else { return false }
             if occupied { state.names.insert(name) } else { state.names.remove(name) }
             return state.perRoom
         }
@@ -336,6 +344,10 @@ final class RoomChannelState: Sendable {
         subscriber.subscribe(.pattern, [pattern]).whenComplete { result in
             switch result {
             case .success:
+                self.state.withLockedValue {
+                    $0.tracking = false
+                    $0.names = []
+                }
                 self.logger.debug("room emits heard through the pattern", metadata: ["pattern": "\(pattern)"])
             case .failure(let error as RedisError) where error.code == .noperm:
                 self.logger.notice(

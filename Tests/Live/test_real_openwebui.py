@@ -304,8 +304,8 @@ def test_session_pool_holds_open_webui_user_fields_only(stack, on_failure):
 
 
 def test_pending_user_gets_nothing(stack, on_failure):
-    """A `pending` user's token opens no session: no SESSION_POOL entry, `user-join` answers
-    nothing, and emits to `user:{id}` do not reach the socket."""
+    """A `pending` user's token opens no session: no SESSION_POOL entry, and `user-join` answers
+    nothing."""
     dave = stack.add_user("dave", role="pending")
     s = stack.socket(dave.token).connect()
     try:
