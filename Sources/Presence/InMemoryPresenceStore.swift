@@ -179,7 +179,9 @@ public final class InMemoryPresenceStore: PresenceStore {
         self.pools.withLockedValue { pools in
             var hashes: [String: [String: String]] = [:]
             hashes[configuration.sessionPoolKey] = pools.sessions.mapValues(\.json)
-            hashes[configuration.userPoolKey] = pools.users.mapValues(PresenceJSON.encodeStringList)
+            if configuration.writesUserPool {
+                hashes[configuration.userPoolKey] = pools.users.mapValues(PresenceJSON.encodeStringList)
+            }
             hashes[configuration.usagePoolKey] = pools.usage.mapValues(PresenceJSON.encodeUsage)
             return hashes.filter { !$0.value.isEmpty }
         }

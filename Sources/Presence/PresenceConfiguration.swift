@@ -26,6 +26,11 @@ public struct PresenceConfiguration: Sendable, Hashable {
     /// Sessions read per script call when sweeping or removing by prefix (`HSCAN … COUNT`). Default: 500. Each
     /// call is atomic, and small enough not to block Redis for long.
     public var scanBatchSize: Int
+    /// Whether new sessions are listed in USER_POOL (`{p}:user_pool`). Default false: Open WebUI 0.12 neither
+    /// reads nor writes it, and each connect would pay a hash write for nothing. Without it, a user's sessions
+    /// and the users online are read from SESSION_POOL. Removals always clean USER_POOL, so turning it off
+    /// leaves no stale entries behind.
+    public var writesUserPool: Bool
 
     public init(
         keyPrefix: String = "open-webui",
@@ -34,7 +39,8 @@ public struct PresenceConfiguration: Sendable, Hashable {
         heartbeatInterval: TimeAmount = .seconds(30),
         sessionSweepInterval: TimeAmount = .seconds(30),
         lockTTL: TimeAmount = .seconds(60),
-        scanBatchSize: Int = 500
+        scanBatchSize: Int = 500,
+        writesUserPool: Bool = false
     ) {
         self.keyPrefix = keyPrefix
         self.usageMaxAge = usageMaxAge
@@ -43,6 +49,7 @@ public struct PresenceConfiguration: Sendable, Hashable {
         self.sessionSweepInterval = sessionSweepInterval
         self.lockTTL = lockTTL
         self.scanBatchSize = scanBatchSize
+        self.writesUserPool = writesUserPool
     }
 
     /// Sessions whose `last_seen_at` is older than this are reaped: max(4 × ``heartbeatInterval``, 120 s), so

@@ -85,13 +85,15 @@ enum PresenceScripts {
 
         """#
 
-    /// ARGV: sid, user id, session JSON (with `last_seen_at` already set). Returns the user's session count.
+    /// ARGV: sid, user id, session JSON (with `last_seen_at` already set), `1` to list the sid in USER_POOL.
+    /// Returns the user's session count in USER_POOL (0 when not listed).
     static let addSession = RedisScript(
         prelude + #"""
-            local sid, uid, session = ARGV[1], ARGV[2], ARGV[3]
+            local sid, uid, session, list_user = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
             local previous = user_of(redis.call('HGET', session_key, sid))
             if previous and previous ~= uid then drop_from_user(previous, { [sid] = true }) end
             redis.call('HSET', session_key, sid, session)
+            if not list_user then return 0 end
             local list = string_list(redis.call('HGET', user_key, uid))
             for _, existing in ipairs(list) do
               if existing == sid then
@@ -103,6 +105,23 @@ enum PresenceScripts {
             list[#list + 1] = sid
             redis.call('HSET', user_key, uid, cjson.encode(list))
             return #list
+            """#
+    )
+
+    /// One batch of a read of SESSION_POOL's owners, over `HSCAN`. ARGV: cursor, count.
+    /// Returns `{next cursor, {sid, user id, sid, user id, …}}` (sessions without a user id left out).
+    static let sessionOwnersBatch = RedisScript(
+        prelude + #"""
+            local scan = redis.call('HSCAN', session_key, ARGV[1], 'COUNT', ARGV[2])
+            local items, owners = scan[2], {}
+            for i = 1, #items, 2 do
+              local owner = user_of(items[i + 1])
+              if owner then
+                owners[#owners + 1] = items[i]
+                owners[#owners + 1] = owner
+              end
+            end
+            return { scan[1], owners }
             """#
     )
 

@@ -46,10 +46,11 @@ public protocol PresenceStore: Sendable {
     /// The stored SESSION_POOL value (user object JSON with `last_seen_at`), or nil.
     func session(sid: String) -> EventLoopFuture<String?>
 
-    /// USER_POOL[userID]: the user's sids in the order they connected (empty if none).
+    /// The user's sids (empty if none): USER_POOL[userID], in the order they connected, when USER_POOL is written
+    /// (see ``PresenceConfiguration/writesUserPool``); otherwise read from SESSION_POOL, sorted.
     func sessions(ofUser userID: String) -> EventLoopFuture<[String]>
 
-    /// USER_POOL's user ids, sorted.
+    /// The ids of users with a session, sorted (USER_POOL's keys, or SESSION_POOL's owners without it).
     func usersOnline() -> EventLoopFuture<[String]>
 
     /// USAGE_POOL's model ids, sorted.

@@ -36,8 +36,11 @@ public struct RedisPresenceStore: PresenceStore {
         } catch {
             return self.redis.eventLoop.makeFailedFuture(error)
         }
-        return self.redis.evaluate(PresenceScripts.addSession, keys: self.poolKeys, arguments: [sid, userID, value])
-            .map { _ in }
+        return self.redis.evaluate(
+            PresenceScripts.addSession,
+            keys: self.poolKeys,
+            arguments: [sid, userID, value, self.configuration.writesUserPool ? "1" : "0"]
+        ).map { _ in }
     }
 
     public func touchSession(sid: String, now: Int) -> EventLoopFuture<Bool> {
@@ -155,14 +158,53 @@ public struct RedisPresenceStore: PresenceStore {
     }
 
     public func sessions(ofUser userID: String) -> EventLoopFuture<[String]> {
-        self.command("HGET", [self.configuration.userPoolKey, userID]).map { reply in
+        guard self.configuration.writesUserPool else {
+            return self.sessionOwners().map { owners in owners.filter { $0.userID == userID }.map(\.sid).sorted() }
+        }
+        return self.command("HGET", [self.configuration.userPoolKey, userID]).map { reply in
             guard let raw = reply.string, let list = PresenceJSON.parse(raw)?.arrayValue else { return [] }
             return list.compactMap(\.stringValue)
         }
     }
 
     public func usersOnline() -> EventLoopFuture<[String]> {
-        self.keys(of: self.configuration.userPoolKey)
+        guard self.configuration.writesUserPool else {
+            return self.sessionOwners().map { Set($0.map(\.userID)).sorted() }
+        }
+        return self.keys(of: self.configuration.userPoolKey)
+    }
+
+    /// Every session's sid and user id, read from SESSION_POOL in bounded batches (only the ids cross the wire).
+    private func sessionOwners() -> EventLoopFuture<[(sid: String, userID: String)]> {
+        let promise = self.redis.eventLoop.makePromise(of: [(sid: String, userID: String)].self)
+        let count = max(1, self.configuration.scanBatchSize)
+        @Sendable func batch(cursor: String, owners: [(sid: String, userID: String)]) {
+            self.redis.evaluate(PresenceScripts.sessionOwnersBatch, keys: self.poolKeys, arguments: [cursor, count])
+                .whenComplete { result in
+                    switch result {
+                    case .failure(let error):
+                        promise.fail(error)
+                    case .success(let reply):
+                        guard let values = reply.array, values.count == 2, let next = values[0].string,
+                            let pairs = values[1].array, pairs.count % 2 == 0
+                        else {
+                            promise.fail(
+                                PresenceError(code: .unexpectedReply, message: "unexpected owners batch: \(reply)")
+                            )
+                            return
+                        }
+                        var all = owners
+                        for index in stride(from: 0, to: pairs.count, by: 2) {
+                            if let sid = pairs[index].string, let userID = pairs[index + 1].string {
+                                all.append((sid, userID))
+                            }
+                        }
+                        if next == "0" { promise.succeed(all) } else { batch(cursor: next, owners: all) }
+                    }
+                }
+        }
+        batch(cursor: "0", owners: [])
+        return promise.futureResult
     }
 
     public func modelsInUse() -> EventLoopFuture<[String]> {

@@ -13,6 +13,8 @@ struct BackendFailure: Error, CustomStringConvertible {
         case refused = "backend_refused"
         /// A 2xx answer that is not the JSON expected.
         case invalidAnswer = "backend_invalid_answer"
+        /// Not sent: the node's ``BackendCallGate`` had too many calls waiting, or this one waited too long.
+        case busy = "backend_busy"
     }
 
     var kind: Kind
@@ -22,18 +24,20 @@ struct BackendFailure: Error, CustomStringConvertible {
     var description: String { "\(kind.rawValue): \(detail)" }
 }
 
-/// The node's HTTP calls to the backend, each bounded by a timeout. Answers are small JSON
-/// documents; a larger answer is refused rather than buffered.
+/// The node's HTTP calls to the backend, each bounded by a timeout and, with a gate, by the node's rate and
+/// concurrency limits. Answers are small JSON documents; a larger answer is refused rather than buffered.
 final class BackendClient: Sendable {
     static let maxAnswerBytes = 1 << 20
 
     let baseURL: String
     let timeout: TimeAmount
     let http: HTTPClient
+    let gate: BackendCallGate?
 
-    init(baseURL: String, timeout: TimeAmount, eventLoopGroup: EventLoopGroup) {
+    init(baseURL: String, timeout: TimeAmount, gate: BackendCallGate? = nil, eventLoopGroup: EventLoopGroup) {
         self.baseURL = baseURL
         self.timeout = timeout
+        self.gate = gate
         var configuration = HTTPClient.Configuration()
         // Each request carries a deadline of `timeout`; a read timeout as well would arm and cancel
         // a second timer on every read.
@@ -101,17 +105,21 @@ final class BackendClient: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(BackendFailure(kind: .unavailable, detail: "bad URL \(baseURL + path)"))
         }
-        let delegate = ResponseAccumulator(request: request, maxBodySize: maxBytes)
-        let task = http.execute(
-            request: request,
-            delegate: delegate,
-            eventLoop: .delegate(on: eventLoop),
-            deadline: .now() + timeout
-        )
         let description = "\(method) \(path)"
-        return task.futureResult.flatMapError { error in
-            eventLoop.makeFailedFuture(BackendFailure(kind: .unavailable, detail: "\(description): \(error)"))
-        }.flatMapThrowing { response in
+        let send: @Sendable () -> EventLoopFuture<HTTPClient.Response> = { [http, timeout] in
+            let delegate = ResponseAccumulator(request: request, maxBodySize: maxBytes)
+            // The deadline counts from the send: time spent waiting at the gate is bounded by the gate.
+            return http.execute(
+                request: request,
+                delegate: delegate,
+                eventLoop: .delegate(on: eventLoop),
+                deadline: .now() + timeout
+            ).futureResult.flatMapError { error in
+                eventLoop.makeFailedFuture(BackendFailure(kind: .unavailable, detail: "\(description): \(error)"))
+            }
+        }
+        let sent = gate.map { $0.run(on: eventLoop, send) } ?? send()
+        return sent.flatMapThrowing { response in
             guard (200..<300).contains(response.status.code) else {
                 throw BackendFailure(
                     kind: .refused,

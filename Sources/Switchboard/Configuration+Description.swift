@@ -38,6 +38,9 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         backend-user-path=\(configuration.backend.userPath)
         backend-channels-path=\(configuration.backend.channelsPath)
         backend-timeout=\(configuration.backend.timeout.nanoseconds / 1_000_000)ms
+        backend-max-calls-per-second=\(configuration.backend.maxCallsPerSecond == 0 ? "0 (no gate)" : String(configuration.backend.maxCallsPerSecond))
+        backend-max-concurrent-calls=\(configuration.backend.maxConcurrentCalls)
+        backend-max-queued-calls=\(configuration.backend.maxQueuedCalls)
         backend-revalidate-path=\(configuration.backend.revalidatePath)
         revalidate-interval=\(configuration.backend.revalidateInterval.nanoseconds / 1_000_000)ms
         user-cache-ttl=\(configuration.backend.userCacheTTL.nanoseconds / 1_000_000)ms
@@ -46,6 +49,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         forward-url=\(configuration.backend.forwardURL ?? "none (the backend)")
         forward-stream=\(configuration.backend.forwardStream)
         broadcast-presence=\(configuration.contract.broadcastPresence)
+        user-pool=\(configuration.contract.writeUserPool || configuration.contract.broadcastPresence)
         relay-events=\(configuration.contract.relayEvents)
         api-key=\(configuration.api.key == nil ? "(none: API refuses requests)" : "(set)")
         api-key-file=\(configuration.api.keyFile ?? "(none)")

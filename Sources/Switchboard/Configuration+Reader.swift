@@ -220,6 +220,15 @@ public struct ConfigurationReader {
         text("backend-user-path", ["SWITCHBOARD_BACKEND_USER_PATH"], .path) { $0.backend.userPath = $1 },
         text("backend-channels-path", ["SWITCHBOARD_BACKEND_CHANNELS_PATH"], .path) { $0.backend.channelsPath = $1 },
         duration("backend-timeout", [("SWITCHBOARD_BACKEND_TIMEOUT", .milliseconds)]) { $0.backend.timeout = $1 },
+        count("backend-max-calls-per-second", ["SWITCHBOARD_BACKEND_MAX_CALLS_PER_SECOND"], 0...1_000_000) {
+            $0.backend.maxCallsPerSecond = $1
+        },
+        count("backend-max-concurrent-calls", ["SWITCHBOARD_BACKEND_MAX_CONCURRENT_CALLS"], 1...100_000) {
+            $0.backend.maxConcurrentCalls = $1
+        },
+        count("backend-max-queued-calls", ["SWITCHBOARD_BACKEND_MAX_QUEUED_CALLS"], 0...1_000_000) {
+            $0.backend.maxQueuedCalls = $1
+        },
         text("backend-revalidate-path", ["SWITCHBOARD_BACKEND_REVALIDATE_PATH"], .path) { $0.backend.revalidatePath = $1 },
         Setting(flag: "revalidate-interval", environment: [("SWITCHBOARD_REVALIDATE_INTERVAL", .seconds)]) {
             config,
@@ -244,6 +253,7 @@ public struct ConfigurationReader {
         baseURL("forward-url", ["SWITCHBOARD_FORWARD_URL"]) { $0.backend.forwardURL = $1 },
         text("forward-stream", ["SWITCHBOARD_FORWARD_STREAM"], .word) { $0.backend.forwardStream = $1 },
         toggle("broadcast-presence", ["SWITCHBOARD_BROADCAST_PRESENCE"]) { $0.contract.broadcastPresence = $1 },
+        toggle("user-pool", ["SWITCHBOARD_USER_POOL"]) { $0.contract.writeUserPool = $1 },
         toggle("relay-events", ["SWITCHBOARD_RELAY_EVENTS"]) { $0.contract.relayEvents = $1 },
         Setting(flag: "client-heartbeat-interval", environment: [("WEBSOCKET_HEARTBEAT_INTERVAL", .seconds)]) {
             config,
@@ -369,6 +379,21 @@ public struct ConfigurationReader {
                 return
             }
             apply(&config, try parsePositiveDuration(value, unit: unit))
+        }
+    }
+
+    /// A whole number in `range`.
+    static func count(
+        _ flag: String,
+        _ variables: [String],
+        _ range: ClosedRange<Int>,
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, Int) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables.map { ($0, .seconds) }) { config, value, _ throws(ConfigurationError.Reason) in
+            guard let number = Int(value), range.contains(number) else {
+                throw .init("must be a whole number \(range.lowerBound)-\(range.upperBound)")
+            }
+            apply(&config, number)
         }
     }
 

@@ -121,6 +121,15 @@ public struct SwitchboardConfiguration: Sendable {
         public var channelsPath: String = "/api/v1/channels/"
         /// Bound on each backend call. Default 5 s.
         public var timeout: TimeAmount = .seconds(5)
+        /// Calls this node starts per second at most, to the backend and to the forward URL each (bursts of a
+        /// quarter of it after a quiet spell): when every client of a failed node reconnects at once, the backend
+        /// sees a bounded rate. 0: no gate at all. Default 200.
+        public var maxCallsPerSecond: Int = 200
+        /// Calls in flight at once at most (each target). Default 32.
+        public var maxConcurrentCalls: Int = 32
+        /// Calls that may wait for the gate (each target); more, or one that waited `timeout`, fail as
+        /// `backend_busy`, which a connecting client sees as a retryable error. Default 10000.
+        public var maxQueuedCalls: Int = 10_000
         /// How long a token's user and channels are reused. Default 60 s.
         public var userCacheTTL: TimeAmount = .seconds(60)
         /// Default `/api/v1/users/user/info`: answers 2xx exactly while the user's own token passes every check
@@ -145,6 +154,10 @@ public struct SwitchboardConfiguration: Sendable {
         /// Broadcast `user-list` and `usage` to everyone on connect, disconnect and usage. Default false: Open
         /// WebUI 0.12 neither sends nor listens to them, and each is O(clients) traffic.
         public var broadcastPresence: Bool = false
+        /// Also list sessions in USER_POOL (`{prefix}:user_pool`), for backends older than Open WebUI 0.12.
+        /// Default false: 0.12 neither reads nor writes it. On whenever ``broadcastPresence`` is, whose
+        /// `user-list` comes from it.
+        public var writeUserPool: Bool = false
         /// How often clients send `heartbeat` (Open WebUI's `WEBSOCKET_HEARTBEAT_INTERVAL`, which its front end
         /// follows). A session silent for max(4 × this, 120 s) is reaped from SESSION_POOL. Default 30 s.
         public var clientHeartbeatInterval: TimeAmount = .seconds(30)

@@ -135,6 +135,61 @@ final class StatsReporter: Sendable {
     }
 }
 
+/// The count of users online, read at most once per `maxAge`: without USER_POOL it is a scan of SESSION_POOL,
+/// and every open dashboard asks every second. -1 when the pools cannot be read.
+final class UsersOnlineCount: Sendable {
+    private struct State {
+        var value: Int?
+        var readAt = NIODeadline.distantPast
+        var reading: EventLoopFuture<Int>?
+    }
+
+    private enum Step {
+        case cached(Int)
+        case wait(EventLoopFuture<Int>)
+        case read(EventLoopPromise<Int>)
+    }
+
+    let presence: any PresenceStore
+    let maxAge: TimeAmount
+    private let state = NIOLockedValueBox(State())
+
+    init(presence: any PresenceStore, maxAge: TimeAmount = .seconds(5)) {
+        self.presence = presence
+        self.maxAge = maxAge
+    }
+
+    func current(on eventLoop: EventLoop) -> EventLoopFuture<Int> {
+        let now = NIODeadline.now()
+        let step = state.withLockedValue { state -> Step in
+            if let value = state.value, now - state.readAt < maxAge { return .cached(value) }
+            if let reading = state.reading { return .wait(reading) }
+            let promise = eventLoop.makePromise(of: Int.self)
+            state.reading = promise.futureResult
+            return .read(promise)
+        }
+        switch step {
+        case .cached(let value):
+            return eventLoop.makeSucceededFuture(value)
+        case .wait(let reading):
+            return reading.hop(to: eventLoop)
+        case .read(let promise):
+            // Started outside the lock: a store answering at once would run the completion below inline.
+            promise.completeWith(presence.usersOnline().map(\.count).recover { _ in -1 }.hop(to: eventLoop))
+            promise.futureResult.whenSuccess { count in
+                self.state.withLockedValue { state in
+                    state.reading = nil
+                    if count >= 0 {
+                        state.value = count
+                        state.readAt = .now()
+                    }
+                }
+            }
+            return promise.futureResult
+        }
+    }
+}
+
 /// `/dashboard`: one self-contained page (no external assets) that polls `/dashboard/data` for the
 /// whole cluster: nodes with liveness, connections, rooms and messages per second; top rooms; users
 /// online; Redis status. Room names and users are not public: the data needs the API key (the page
@@ -145,7 +200,7 @@ struct DashboardResponder: HTTPResponder {
     let cluster: ClusterNode?
     let redis: RedisClient?
     let prefix: String
-    let presence: any PresenceStore
+    let usersOnline: UsersOnlineCount
     let readiness: ReadinessCheck
 
     var maxBodySize: Int { 0 }
@@ -184,7 +239,7 @@ struct DashboardResponder: HTTPResponder {
     }
 
     private func data(on eventLoop: EventLoop) -> EventLoopFuture<JSONValue> {
-        let users = presence.usersOnline().map { $0.count }.recover { _ in -1 }.hop(to: eventLoop)
+        let users = usersOnline.current(on: eventLoop)
         let ready = readiness.check().hop(to: eventLoop)
         let nodes = clusterNodes(on: eventLoop)
         return users.and(ready).and(nodes).map { usersAndReady, nodes in

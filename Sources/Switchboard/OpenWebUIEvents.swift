@@ -120,42 +120,12 @@ struct OpenWebUIEvents: Sendable {
             let session = ContractSession.of(socket)
             session.enqueue(socket) {
                 if let user = session.user { return register(socket, user) }
-                let token = Self.token(in: auth)
-                return users.authenticate(token: token, on: socket.eventLoop)
-                    .hop(to: socket.eventLoop)
-                    .flatMap { user in
-                        session.user = user
-                        session.token = token
-                        return register(socket, user)
-                    }
-                    .flatMapError { error in
-                        report(error, "anonymous socket", socket)
-                        return socket.eventLoop.makeSucceededVoidFuture()
-                    }
+                return authenticateOnConnect(socket, token: Self.token(in: auth), attempt: 1)
             }
         }
         handlers.on("user-join") { socket, args, ack in
             let token = Self.token(in: args.first?["auth"])
-            queue(socket, ack) { session in
-                users.authenticate(token: token, on: socket.eventLoop).hop(to: socket.eventLoop).flatMap { user in
-                    var registered = socket.eventLoop.makeSucceededVoidFuture()
-                    if session.user == nil {
-                        session.user = user
-                        session.token = token
-                        registered = register(socket, user)
-                    } else if let token, user.id == session.user?.id {
-                        // The newest token is the one re-validated from now on, as Python keeps it in the session.
-                        revalidator?.track(socket, token: token, userID: user.id, previousToken: session.token)
-                        session.token = token
-                    }
-                    return registered.flatMap { joinChannels(socket, token: token) }.map { () -> [JSONValue] in
-                        [["id": .string(user.id), "name": .string(user.name)]]
-                    }
-                }.recover { error in
-                    report(error, "user-join refused", socket)
-                    return []
-                }
-            }
+            queue(socket, ack) { session in userJoin(socket, session, token: token, attempt: 1) }
         }
         handlers.on("join-channels") { socket, args, ack in
             let token = Self.token(in: args.first?["auth"])
@@ -283,6 +253,86 @@ struct OpenWebUIEvents: Sendable {
 
     // MARK: Steps
 
+    /// `user-join`: authenticate (if not yet), then join the user's channels; acked with the user. A token that
+    /// could not be checked is tried again later (see ``retryLater(_:attempt:_:)``), without an ack.
+    private func userJoin(_ socket: Socket, _ session: ContractSession, token: String?, attempt: Int)
+        -> EventLoopFuture<[JSONValue]>
+    {
+        users.authenticate(token: token, on: socket.eventLoop).hop(to: socket.eventLoop).flatMap { user in
+            var registered = socket.eventLoop.makeSucceededVoidFuture()
+            if session.user == nil {
+                session.user = user
+                session.token = token
+                registered = register(socket, user)
+            } else if let token, user.id == session.user?.id {
+                // The newest token is the one re-validated from now on, as Python keeps it in the session.
+                revalidator?.track(socket, token: token, userID: user.id, previousToken: session.token)
+                session.token = token
+            }
+            return registered.flatMap { joinChannels(socket, token: token) }.map { () -> [JSONValue] in
+                [["id": .string(user.id), "name": .string(user.name)]]
+            }
+        }.recover { error in
+            report(error, attempt == 1 ? "user-join refused" : "user-join refused again", socket)
+            if token != nil, (error as? AuthenticationFailure)?.isInfrastructure == true {
+                retryLater(socket, attempt: attempt) {
+                    userJoin(socket, session, token: token, attempt: attempt + 1).map { _ in }
+                }
+            }
+            return []
+        }
+    }
+
+    /// Most seconds between two tries of a step the backend could not answer.
+    static let maxRetryDelaySeconds = 30
+
+    /// Authenticates a connect's token. One that could not be checked (the backend busy or down, Redis failing)
+    /// is tried again while the socket stays connected and anonymous, about 1, 2, 4 … 30 s apart with jitter:
+    /// a reconnect storm that the backend gate sheds still ends with every user registered.
+    private func authenticateOnConnect(_ socket: Socket, token: String?, attempt: Int) -> EventLoopFuture<Void> {
+        let session = ContractSession.of(socket)
+        return users.authenticate(token: token, on: socket.eventLoop)
+            .hop(to: socket.eventLoop)
+            .flatMap { user in
+                guard session.user == nil else { return socket.eventLoop.makeSucceededVoidFuture() }
+                session.user = user
+                session.token = token
+                return register(socket, user)
+            }
+            .flatMapError { error in
+                report(error, attempt == 1 ? "anonymous socket" : "anonymous socket, again", socket)
+                if let token, (error as? AuthenticationFailure)?.isInfrastructure == true {
+                    retryLater(socket, attempt: attempt) {
+                        guard session.user == nil else { return socket.eventLoop.makeSucceededVoidFuture() }
+                        return authenticateOnConnect(socket, token: token, attempt: attempt + 1)
+                    }
+                }
+                return socket.eventLoop.makeSucceededVoidFuture()
+            }
+    }
+
+    /// Queues `step` behind the socket's events after about 1, 2, 4 … 30 s (the `attempt`-th retry), jittered to
+    /// half to one and a half times that, as Socket.IO clients spread their reconnects; not once the socket is gone.
+    private func retryLater(_ socket: Socket, attempt: Int, _ step: @escaping @Sendable () -> EventLoopFuture<Void>) {
+        let seconds = min(1 << min(attempt - 1, 8), Self.maxRetryDelaySeconds)
+        let delay = TimeAmount.milliseconds(Int64(seconds * 500 + Int.random(in: 0...(seconds * 1000))))
+        socket.eventLoop.scheduleTask(in: delay) {
+            guard socket.isConnected else { return }
+            ContractSession.of(socket).enqueue(socket, step)
+        }
+    }
+
+    /// A backend that did not answer, answered 5xx or 429, or was not asked because the node's gate was full:
+    /// worth asking again later. A 4xx is the backend's verdict.
+    static func isRetryable(_ error: Error) -> Bool {
+        guard let failure = error as? BackendFailure else { return false }
+        switch failure.kind {
+        case .unavailable, .busy: return true
+        case .refused: return failure.status.map { $0 >= 500 || $0 == 429 } ?? false
+        case .invalidAnswer: return false
+        }
+    }
+
     /// A refused token is the client's business (debug); a backend or Redis failure is the operator's.
     private func report(_ error: Error, _ message: Logger.Message, _ socket: Socket) {
         let metadata: Logger.Metadata = ["reason": "\(error)", "sid": "\(socket.id)"]
@@ -323,12 +373,24 @@ struct OpenWebUIEvents: Sendable {
         }
     }
 
-    private func joinChannels(_ socket: Socket, token: String?, fresh: Bool = false) -> EventLoopFuture<Void> {
+    /// Joins the token's channels; a lookup the backend could not answer is tried again later.
+    private func joinChannels(_ socket: Socket, token: String?, fresh: Bool = false, attempt: Int = 1)
+        -> EventLoopFuture<Void>
+    {
         guard let token else { return socket.eventLoop.makeSucceededVoidFuture() }
         return users.channelIDs(token: token, fresh: fresh, on: socket.eventLoop).hop(to: socket.eventLoop).map { ids in
             for id in ids { socket.join("channel:\(id)") }
         }.flatMapErrorThrowing { error in
-            logger.warning("channels not joined", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+            let retry = Self.isRetryable(error)
+            logger.warning(
+                retry ? "channels not joined yet" : "channels not joined",
+                metadata: ["reason": "\(error)", "sid": "\(socket.id)", "attempt": "\(attempt)"]
+            )
+            if retry {
+                retryLater(socket, attempt: attempt) {
+                    joinChannels(socket, token: token, fresh: fresh, attempt: attempt + 1)
+                }
+            }
         }
     }
 

@@ -296,7 +296,8 @@ public enum Switchboard {
         let loops = Array(group.makeIterator())
         let presenceConfiguration = PresenceConfiguration(
             keyPrefix: configuration.auth.keyPrefix,
-            heartbeatInterval: configuration.contract.clientHeartbeatInterval
+            heartbeatInterval: configuration.contract.clientHeartbeatInterval,
+            writesUserPool: configuration.contract.writeUserPool || configuration.contract.broadcastPresence
         )
         var cluster: ClusterNode?
         var redisCommands: RedisClient?
@@ -375,10 +376,20 @@ public enum Switchboard {
         switch mode {
         case .serve:
             let backend = configuration.backend.url.map {
-                BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
+                BackendClient(
+                    baseURL: $0,
+                    timeout: configuration.backend.timeout,
+                    gate: makeBackendGate(configuration.backend, target: "backend", timerLoop: loops[0]),
+                    eventLoopGroup: group
+                )
             }
             let forwardClient = configuration.backend.forwardURL.map {
-                BackendClient(baseURL: $0, timeout: configuration.backend.timeout, eventLoopGroup: group)
+                BackendClient(
+                    baseURL: $0,
+                    timeout: configuration.backend.timeout,
+                    gate: makeBackendGate(configuration.backend, target: "forward", timerLoop: loops[0]),
+                    eventLoopGroup: group
+                )
             }
             let verifier = try makeVerifier(configuration.auth, logger: logger)
             let apiKey = SecretBox(try configuration.api.keyFile.map { try readSecretFile($0, setting: "api-key-file") } ?? configuration.api.key)
@@ -513,7 +524,7 @@ public enum Switchboard {
                 cluster: cluster,
                 redis: redisCommands,
                 prefix: configuration.cluster.prefix,
-                presence: presence.store,
+                usersOnline: UsersOnlineCount(presence: presence.store),
                 readiness: readiness
             )
             return Node(
@@ -553,6 +564,26 @@ public enum Switchboard {
                 readiness: readiness
             )
         }
+    }
+
+    /// The gate for one backend target, or nil with `backend-max-calls-per-second 0`.
+    static func makeBackendGate(
+        _ settings: SwitchboardConfiguration.BackendSettings,
+        target: String,
+        timerLoop: EventLoop
+    ) -> BackendCallGate? {
+        guard settings.maxCallsPerSecond > 0 else { return nil }
+        return BackendCallGate(
+            limits: .init(
+                callsPerSecond: settings.maxCallsPerSecond,
+                burst: settings.maxCallsPerSecond / 4,
+                maxConcurrent: settings.maxConcurrentCalls,
+                maxQueued: settings.maxQueuedCalls,
+                maxWait: settings.timeout
+            ),
+            target: target,
+            timerLoop: timerLoop
+        )
     }
 
     /// The JWT verifier of the configured keys, or nil when none is configured.

@@ -39,6 +39,9 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
     private var sources: Bool = false
     private var tokenOf: [String] = []
     private var firstUser = 0
+    /// Whether a `user-join` answered empty leaves the client connected (counted here) instead of failing it.
+    private var keepRefusedJoins = false
+    private(set) var joinsRefused = 0
 
     init(loop: any EventLoop, cluster: Cluster, minter: TokenMinter) {
         self.loop = loop
@@ -78,8 +81,49 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Opens `count` clients of users u0… over the nodes `nodes` (client i on `nodes[i % nodes.count]`), client i
+    /// after `delays[i]`, as a failed node's clients come back: each sends its token in the connect's auth, as
+    /// the Open WebUI front end does, and then `user-join`. A `user-join` answered empty (the relay could not
+    /// ask the backend yet) leaves the client connected, as the front end stays; it is counted in
+    /// `joinsRefused`. Succeeds when every client is connected or failed.
+    func reconnect(count: Int, over nodes: [Int], delays: [TimeAmount]) -> EventLoopFuture<Void> {
+        self.loop.preconditionInEventLoop()
+        precondition(delays.count == count && !nodes.isEmpty)
+        let promise = self.loop.makePromise(of: Void.self)
+        self.completion = promise
+        self.total = count
+        self.keepRefusedJoins = true
+        self.tokenOf = (0..<count).map { self.minter.token(user: "u\($0)") }
+        self.sources = count / nodes.count > 20_000
+        for index in 0..<count {
+            let target = self.cluster.nodes[nodes[index % nodes.count]]
+            self.clients.append(
+                SocketClient(
+                    index: index,
+                    host: target.host,
+                    port: target.port,
+                    path: self.cluster.path,
+                    connectAuth: #"{"token":"\#(self.tokenOf[index])"}"#,
+                    delegate: self
+                )
+            )
+        }
+        self.startedAt = Array(repeating: 0, count: count)
+        self.states = Array(repeating: .idle, count: count)
+        self.firstStart = monotonicNanoseconds()
+        for index in 0..<count {
+            self.loop.scheduleTask(in: delays[index]) { self.start(index) }
+        }
+        if count == 0 { promise.succeed() }
+        return promise.futureResult
+    }
+
     private func startNext() {
         guard let index = self.toStart.popLast() else { return }
+        self.start(index)
+    }
+
+    private func start(_ index: Int) {
         self.pending += 1
         self.states[index] = .handshaking
         self.startedAt[index] = monotonicNanoseconds()
@@ -135,6 +179,9 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
         client.emit(#""user-join",{"auth":{"token":"\#(token)"}}"#) { [unowned self, unowned client] answer in
             // The relay answers `[{"id","name"}]`; an empty answer is a refused token.
             if answer.count > 4 {
+                self.finished(client, ready: true)
+            } else if self.keepRefusedJoins {
+                self.joinsRefused += 1
                 self.finished(client, ready: true)
             } else {
                 self.finished(client, ready: false, reason: "user-join refused")

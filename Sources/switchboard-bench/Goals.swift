@@ -105,6 +105,27 @@ enum Goals {
         let overload = report.fanout.filter { $0.system == .switchboard }.compactMap { run in
             run.steps.last.map { "\(run.origin): \($0.verdict)" }
         }
+        // A reconnect storm: the gate bounds what reaches the backend, and every user still comes back.
+        for gated in report.reconnect where gated.gate != "off" {
+            guard let open = report.reconnect.first(where: { $0.gate == "off" && $0.clients == gated.clients }) else { continue }
+            let rate = Double(gated.gate.prefix { $0.isNumber }) ?? 0
+            let survivors = Double(gated.nodes - 1)
+            // Each surviving node: its burst (a quarter of the rate) and then the rate.
+            let bound = survivors * rate * 1.25
+            let met = gated.recovered && gated.peakCallsPerSecond <= bound
+            goals.append(
+                GoalResult(
+                    goal: "backend calls/s when a node's \(gated.clients) clients reconnect (gate on; python-socketio column: gate off)",
+                    switchboard: String(format: "peak %.0f/s, recovered in %.1f s", gated.peakCallsPerSecond, gated.recoverySeconds),
+                    baseline: String(format: "peak %.0f/s, recovered in %.1f s", open.peakCallsPerSecond, open.recoverySeconds),
+                    ratio: String(format: "%.1f× lower peak", open.peakCallsPerSecond / max(gated.peakCallsPerSecond, 1)),
+                    target: String(format: "≤ %.0f/s (%d nodes × %@ + burst), every user back", bound, gated.nodes - 1, gated.gate),
+                    met: met,
+                    note: (gated.recovered ? "" : "not every user recovered; ")
+                        + "\(gated.joinsAnsweredEmpty) user-joins answered empty and retried by the nodes"
+                )
+            )
+        }
         guard !report.fanout.isEmpty || !report.idle.isEmpty || !report.ack.isEmpty else { return goals }
         goals.append(
             GoalResult(

@@ -86,6 +86,7 @@ final class Launcher: @unchecked Sendable {
     func withCluster<T>(
         _ kind: SystemKind,
         nodes count: Int,
+        switchboardArguments: [String] = [],
         _ body: (Cluster) async throws -> T
     ) async throws -> T {
         if let external = self.external {
@@ -117,7 +118,8 @@ final class Launcher: @unchecked Sendable {
                         // The baseline does not broadcast user-list on user-join; neither does this run.
                         "--broadcast-presence", "false",
                         "--log-level", "warning",
-                    ] + (self.settings.nodeThreads > 0 ? ["--threads", "\(self.settings.nodeThreads)"] : []),
+                    ] + (self.settings.nodeThreads > 0 ? ["--threads", "\(self.settings.nodeThreads)"] : [])
+                        + switchboardArguments,
                     log: "switchboard-\(self.launches)-node\(index)"
                 )
             case .baseline:

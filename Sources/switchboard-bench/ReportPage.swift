@@ -82,6 +82,17 @@ enum ReportPage {
                 }
             )
         }
+        if !report.reconnect.isEmpty {
+            body += "<h2>Reconnect storm (a node killed under its clients)</h2>"
+            body += table(
+                ["clients", "nodes", "backend gate", "reconnected", "user-joins answered empty", "backend calls", "peak calls/s",
+                 "mean calls/s", "recovered after s"],
+                report.reconnect.map {
+                    ["\($0.clients)", "\($0.nodes)", $0.gate, "\($0.reconnected)", "\($0.joinsAnsweredEmpty)", "\($0.backendCalls)",
+                     fmt($0.peakCallsPerSecond, 0), fmt($0.meanCallsPerSecond, 0), $0.recovered ? fmt($0.recoverySeconds, 1) : "not all"]
+                }
+            )
+        }
         if !report.redis.isEmpty {
             body += "<h2>Redis client</h2>"
             body += table(

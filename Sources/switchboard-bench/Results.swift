@@ -132,6 +132,27 @@ struct RedisRun: Codable, Sendable {
     var note: String
 }
 
+/// One reconnect storm: a node's clients back on the others, and what reached the backend.
+struct ReconnectRun: Codable, Sendable {
+    var system: SystemKind
+    /// The nodes' backend gate: "off", or its calls per second per node.
+    var gate: String
+    var clients: Int
+    var nodes: Int
+    var reconnected: Int
+    var failed: Int
+    var failures: [String: Int]
+    var joinsAnsweredEmpty: Int
+    var backendCalls: Int
+    var userLookups: Int
+    var peakCallsPerSecond: Double
+    var meanCallsPerSecond: Double
+    var recovered: Bool
+    var recoverySeconds: Double
+    /// Backend calls per 100 ms from the kill.
+    var timeline: [Int]
+}
+
 /// A goal of the performance issue and how the run measured up to it.
 struct GoalResult: Codable, Sendable {
     var goal: String
@@ -154,4 +175,5 @@ struct BenchReport: Codable, Sendable {
     var idle: [IdleRun] = []
     var ack: [AckRun] = []
     var redis: [RedisRun] = []
+    var reconnect: [ReconnectRun] = []
 }

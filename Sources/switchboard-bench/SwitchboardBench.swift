@@ -16,7 +16,8 @@ struct SwitchboardBench: AsyncParsableCommand {
             Starts each cluster (its own redis-server, the same number of nodes, the same backend served by \
             the bench), runs the scenarios against one and then the other, and writes results.json and \
             report.html to --out. Scenarios: fanout (client-originated), backend (backend-originated fan-out), \
-            storm, idle, ack, redis.
+            storm, idle, ack, redis, reconnect (a node killed under its clients, Switchboard's backend gate on \
+            and off).
             """
     )
 
@@ -32,8 +33,8 @@ struct SwitchboardBench: AsyncParsableCommand {
     var supportDirectory = "scripts/bench-support"
     @Option(help: "Where results.json, report.html and the servers' logs go.")
     var out = ".cache/bench"
-    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis.")
-    var scenarios = "fanout,backend,storm,idle,ack,redis"
+    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis,reconnect.")
+    var scenarios = "fanout,backend,storm,idle,ack,redis,reconnect"
     @Option(help: "Systems, ','-separated: switchboard,baseline.")
     var systems = "switchboard,baseline"
     @Option(help: "Nodes per cluster.")
@@ -104,6 +105,15 @@ struct SwitchboardBench: AsyncParsableCommand {
     @Option(help: "redis: pub/sub messages drained.")
     var redisMessages = 1_000_000
 
+    @Option(help: "reconnect: clients on the node that is killed, ','-separated for several runs.")
+    var reconnectClients = "1000,10000"
+    @Option(help: "reconnect: nodes (at least 2: one is killed).")
+    var reconnectNodes = 3
+    @Option(help: "reconnect: the nodes' --backend-max-calls-per-second when the gate is on.")
+    var reconnectGateRate = 200
+    @Option(help: "reconnect: seconds to wait for every user to be back.")
+    var reconnectTimeout = 300.0
+
     static let secret = "switchboard-bench-secret-0123456789abcdef0123456789abcdef"
     static let apiKey = "switchboard-bench-api-key-0123456789"
 
@@ -114,7 +124,12 @@ struct SwitchboardBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let wanted = Set(self.scenarios.split(separator: ",").map(String.init))
         let kinds = self.systems.split(separator: ",").compactMap { SystemKind(rawValue: String($0)) }
-        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis"])
+        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis", "reconnect"])
+        let reconnectSizes = self.reconnectClients.split(separator: ",").compactMap { Int($0) }
+        if wanted.contains("reconnect") {
+            guard !reconnectSizes.isEmpty, reconnectSizes.allSatisfy({ $0 > 0 }), self.reconnectNodes >= 2, self.reconnectGateRate > 0
+            else { throw ValidationError("reconnect wants --reconnect-clients N,N…, --reconnect-nodes ≥ 2, --reconnect-gate-rate > 0") }
+        }
         guard unknown.isEmpty else { throw ValidationError("unknown scenarios: \(unknown.sorted())") }
         guard !kinds.isEmpty else { throw ValidationError("no known system in --systems") }
         guard self.rooms > 0, self.clients >= self.rooms else { throw ValidationError("--clients must be at least --rooms") }
@@ -144,7 +159,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         var external: ExternalTarget?
         if let target = self.target {
             guard kinds.count == 1 else { throw ValidationError("--target measures one system: name it with --systems") }
-            let unsupported = wanted.intersection(["idle", "redis"])
+            let unsupported = wanted.intersection(["idle", "redis", "reconnect"])
             guard unsupported.isEmpty else {
                 throw ValidationError("\(unsupported.sorted().joined(separator: ", ")) need nodes the bench starts; leave them out of --scenarios")
             }
@@ -272,6 +287,32 @@ struct SwitchboardBench: AsyncParsableCommand {
                 messages: self.redisMessages,
                 logDirectory: logDirectory
             ).run()
+        }
+        if wanted.contains("reconnect"), kinds.contains(.switchboard) {
+            for size in reconnectSizes {
+                let count = min(size, ceiling)
+                for (gate, arguments) in [
+                    ("off", ["--backend-max-calls-per-second", "0"]),
+                    ("\(self.reconnectGateRate)/s per node", ["--backend-max-calls-per-second", "\(self.reconnectGateRate)"]),
+                ] {
+                    Progress.finish(
+                        "reconnect: \(count) clients on one of \(self.reconnectNodes) Switchboard nodes, which is killed; gate \(gate)"
+                    )
+                    let scenario = ReconnectScenario(
+                        clients: count,
+                        gate: gate,
+                        loop: loop,
+                        minter: minter,
+                        backend: backend,
+                        recoveryTimeout: self.reconnectTimeout
+                    )
+                    report.reconnect.append(
+                        try await launcher.withCluster(.switchboard, nodes: self.reconnectNodes, switchboardArguments: arguments) {
+                            try await scenario.run(on: $0)
+                        }
+                    )
+                }
+            }
         }
         await backend.stop()
         try await clientGroup.shutdownGracefully()

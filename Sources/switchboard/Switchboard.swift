@@ -77,6 +77,12 @@ struct NodeOptions: ParsableArguments {
     var backendChannelsPath: String?
     @Option(name: .customLong("backend-timeout"), help: "Bound on each backend call (env SWITCHBOARD_BACKEND_TIMEOUT). Default 5s.")
     var backendTimeout: String?
+    @Option(name: .customLong("backend-max-calls-per-second"), help: "Backend calls started per second at most, each target; 0 for no gate (env SWITCHBOARD_BACKEND_MAX_CALLS_PER_SECOND). Default 200.")
+    var backendMaxCallsPerSecond: String?
+    @Option(name: .customLong("backend-max-concurrent-calls"), help: "Backend calls in flight at most, each target (env SWITCHBOARD_BACKEND_MAX_CONCURRENT_CALLS). Default 32.")
+    var backendMaxConcurrentCalls: String?
+    @Option(name: .customLong("backend-max-queued-calls"), help: "Backend calls that may wait for the gate, each target (env SWITCHBOARD_BACKEND_MAX_QUEUED_CALLS). Default 10000.")
+    var backendMaxQueuedCalls: String?
     @Option(name: .customLong("backend-revalidate-path"), help: "Backend path that answers 2xx while a user's token is still valid (env SWITCHBOARD_BACKEND_REVALIDATE_PATH). Default /api/v1/users/user/info.")
     var backendRevalidatePath: String?
     @Option(name: .customLong("revalidate-interval"), help: "How often each held token is re-checked; bare numbers are seconds (env SWITCHBOARD_REVALIDATE_INTERVAL). Default 30s.")
@@ -94,6 +100,8 @@ struct NodeOptions: ParsableArguments {
     var forwardStream: String?
     @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default false.")
     var broadcastPresence: String?
+    @Option(name: .customLong("user-pool"), help: "Also list sessions in USER_POOL, for Open WebUI before 0.12 (env SWITCHBOARD_USER_POOL). Default false; on with --broadcast-presence.")
+    var userPool: String?
     @Option(name: .customLong("relay-events"), help: "Serve the generic join/leave/publish events (env SWITCHBOARD_RELAY_EVENTS). Default false.")
     var relayEvents: String?
     @Option(name: .customLong("client-heartbeat-interval"), help: "How often clients send heartbeat, in s, clamped to 5...90 (env WEBSOCKET_HEARTBEAT_INTERVAL). Default 30.")
@@ -150,6 +158,9 @@ struct NodeOptions: ParsableArguments {
             ("backend-user-path", backendUserPath),
             ("backend-channels-path", backendChannelsPath),
             ("backend-timeout", backendTimeout),
+            ("backend-max-calls-per-second", backendMaxCallsPerSecond),
+            ("backend-max-concurrent-calls", backendMaxConcurrentCalls),
+            ("backend-max-queued-calls", backendMaxQueuedCalls),
             ("backend-revalidate-path", backendRevalidatePath),
             ("revalidate-interval", revalidateInterval),
             ("user-cache-ttl", userCacheTTL),
@@ -158,6 +169,7 @@ struct NodeOptions: ParsableArguments {
             ("forward-url", forwardURL),
             ("forward-stream", forwardStream),
             ("broadcast-presence", broadcastPresence),
+            ("user-pool", userPool),
             ("relay-events", relayEvents),
             ("client-heartbeat-interval", clientHeartbeatInterval),
             ("api-key", apiKey),

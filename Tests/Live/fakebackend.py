@@ -55,7 +55,7 @@ class FakeBackend:
         self.cond = threading.Condition()
         self.counts: collections.Counter = collections.Counter()
         self.done: collections.Counter = collections.Counter()  # requests answered (or given up)
-        self.requests: list[dict] = []  # every request: {"method", "path", "authorization"}
+        self.requests: list[dict] = []  # every request: {"method", "path", "authorization", "t" (arrival)}
         self.events: list[dict] = []  # forwarded events: {"body", "authorization", "raw"}
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -154,7 +154,7 @@ class FakeBackend:
         raw = h.rfile.read(length) if length else b""
         with self.cond:
             self.counts[path] += 1
-            self.requests.append({"method": method, "path": path, "authorization": auth})
+            self.requests.append({"method": method, "path": path, "authorization": auth, "t": time.monotonic()})
             mode = self.path_modes.get(path, self.mode)
         if method == "POST" and path == _norm(self.forward_path):
             # recorded on arrival, whatever the mode

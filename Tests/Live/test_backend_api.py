@@ -309,7 +309,8 @@ def test_disconnect_by_sids_room_and_user(owui):
     for x in (u1, u2):
         x.wait_disconnected()
     wait_until(lambda: set(owui.session_pool()) == {keep.sid}, what="only keep left in SESSION_POOL")
-    assert owui.user_pool() == {"u6": [keep.sid]}
+    assert api_ok(A, "GET", "/api/v1/users/u6/sessions")["sids"] == [keep.sid]
+    assert owui.user_pool() == {}, "USER_POOL is written only with --user-pool"
     assert keep.connected and keep.disconnects == []
     assert keep.call("heartbeat", {}) is None
     wait_room(A, "kick", [])

@@ -88,9 +88,9 @@ class Cluster:
         self.nodes: list = []
         self.r = RespClient(redis.port)
 
-    def start_node(self, node_id: str, mode: str = "conformance", env: dict | None = None):
+    def start_node(self, node_id: str, mode: str = "conformance", env: dict | None = None, extra: tuple = ()):
         args = [mode, "--host", "127.0.0.1", "--port", "0", "--redis-url", self.redis.url, "--node-id", node_id]
-        args += CLUSTER_ARGS
+        args += CLUSTER_ARGS + list(extra)
         if mode == "serve":
             args += ["--path", "/ws/socket.io"]
         node = self.servers.start(*args, name=f"{mode}-{node_id}", env=env)
@@ -99,8 +99,8 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    def start(self, n: int = 3, mode: str = "conformance", env: dict | None = None):
-        nodes = [self.start_node(NODE_IDS[i], mode, env) for i in range(n)]
+    def start(self, n: int = 3, mode: str = "conformance", env: dict | None = None, extra: tuple = ()):
+        nodes = [self.start_node(NODE_IDS[i], mode, env, extra) for i in range(n)]
         wait_ready(nodes)
         ids = {node.node_id for node in nodes}
         wait_until(
@@ -776,7 +776,7 @@ def test_ordering_of_200_messages_across_nodes(cluster, peers):
 
 
 def test_killed_node_is_reaped_within_ttl_and_heartbeat(cluster, peers):
-    A, B, C = cluster.start(3)
+    A, B, C = cluster.start(3, extra=("--user-pool", "true"))  # the pre-0.12 pool, reaped too
     a1, b1 = peers(A, "a1"), peers(B, "b1")
     c1, c2 = peers(C, "c1"), peers(C, "c2")
     for p in (a1, b1, c1, c2):

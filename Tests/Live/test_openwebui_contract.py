@@ -66,7 +66,7 @@ def near_now(v, slack: float = 15.0) -> bool:
 
 
 def test_connect_and_user_join_fill_the_pools_and_ack_id_and_name(owui):
-    A, B, C = owui.start(3)
+    A, B, C = owui.start(3, "--user-pool", "true")
     owui.backend.names.update(NAMES)
     owui.backend.channels.update({"u1": ["c1"], "u2": ["c1"], "u3": []})
     a = owui.client(A, "a", user="u1")
@@ -92,7 +92,7 @@ def test_connect_and_user_join_fill_the_pools_and_ack_id_and_name(owui):
 
 
 def test_user_join_authenticates_a_socket_that_connected_without_token(owui):
-    (A,) = owui.start(1)
+    (A,) = owui.start(1, "--user-pool", "true")
     owui.backend.names.update(NAMES)
     anon = owui.client(A, "anon", token=None)
     assert anon.sid not in owui.session_pool()
@@ -369,7 +369,7 @@ def test_broadcast_presence_false_answers_a_user_list_request_to_the_sender_only
 
 
 def test_anonymous_sockets_connect_but_join_nothing(owui):
-    A, B, C = owui.start(3)
+    A, B, C = owui.start(3, "--user-pool", "true")
     owui.backend.names.update(NAMES)
     owui.backend.channels.update({"u1": ["c1"], "u2": ["c1"]})
     now = int(time.time())
@@ -494,7 +494,7 @@ def test_revocation_keys_invalidate_tokens(owui, mode):
 
 
 def test_redis_key_prefix_names_pools_and_revocation_keys(owui):
-    (A,) = owui.start(1, "--redis-key-prefix", "owui-x", "--auth-mode", "strict")
+    (A,) = owui.start(1, "--redis-key-prefix", "owui-x", "--auth-mode", "strict", "--user-pool", "true")
     c = owui.client(A, "c", user="p1")
     wait_until(lambda: c.sid in owui.session_pool("owui-x"), what="owui-x:session_pool")
     assert owui.user_pool("owui-x") == {"p1": [c.sid]}
@@ -584,7 +584,7 @@ def test_user_join_with_a_bad_token_on_an_authenticated_socket_acks_nothing_and_
 
 
 def test_concurrent_sessions_of_one_user_keep_user_pool_and_usage_pool_consistent(owui):
-    nodes = owui.start(3)
+    nodes = owui.start(3, "--user-pool", "true")
     n = 12
     clients = [Client(nodes[i % 3], f"s{i}", token=mint("busy")) for i in range(n)]
     owui.clients.extend(clients)

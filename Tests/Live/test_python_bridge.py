@@ -183,7 +183,7 @@ def test_enter_leave_close_room_and_disconnect_for_sids_on_the_nodes(owui, bridg
     run(main())
     wait_until(lambda: set(owui.session_pool()) == {a2.sid, b2.sid}, what="disconnected sids left SESSION_POOL")
     assert a2.connected and b2.connected
-    assert owui.user_pool() == {"u2": [a2.sid], "u3": [b2.sid]}
+    assert {sid: v["id"] for sid, v in owui.session_pool().items()} == {a2.sid: "u2", b2.sid: "u3"}
 
 
 def test_raw_publish_on_the_per_room_channel_is_delivered(owui, bridge):

@@ -52,6 +52,42 @@ struct PresenceStoreTests {
     }
 
     @Test(
+        "without USER_POOL (Open WebUI 0.12): no user_pool key; sessions and users online read from SESSION_POOL",
+        arguments: StoreKind.allCases
+    )
+    func withoutUserPool(kind: StoreKind) async throws {
+        var configuration = PresenceConfiguration()
+        #expect(!configuration.writesUserPool)
+        configuration.scanBatchSize = 3
+        try await withStore(kind, configuration: configuration) { pools in
+            let store = pools.store
+            // More than 128 fields, so the Redis hash is a real table and HSCAN pages through it.
+            for index in 0..<200 {
+                let user = "u\(index % 4)"
+                try await store.addSession(sid: "s\(index)", userID: user, userJSON: #"{"id":"\#(user)"}"#, now: 1).get()
+            }
+            #expect(try await pools.userPool().isEmpty)
+            #expect(try await pools.sessionPool().count == 200)
+            #expect(try await store.usersOnline().get() == ["u0", "u1", "u2", "u3"])
+            let expected = stride(from: 1, to: 200, by: 4).map { "s\($0)" }
+            #expect(Set(try await store.sessions(ofUser: "u1").get()) == Set(expected))
+            #expect(try await store.sessions(ofUser: "u1").get().count == expected.count)
+            #expect(try await store.sessions(ofUser: "nobody").get() == [])
+            // A value without a user id is nobody's session.
+            if let client = pools.client {
+                _ = try await client.execute("HSET", configuration.sessionPoolKey, "odd", #"{"name":"x"}"#)
+                #expect(try await store.usersOnline().get() == ["u0", "u1", "u2", "u3"])
+            }
+            let removal = try await store.removeSession(sid: "s1").get()
+            #expect(removal.removed && removal.userID == "u1")
+            #expect(try await store.sessions(ofUser: "u1").get().count == expected.count - 1)
+            #expect(try await store.removeSessions(withPrefix: "s").get() == 199)
+            #expect(try await store.usersOnline().get() == [])
+            #expect(try await pools.userPool().isEmpty)
+        }
+    }
+
+    @Test(
         "addSession refuses what Open WebUI could not read back",
         arguments: StoreKind.allCases,
         [#"{"id":"u3""#, #"{"id":"other"}"#, #"["u3"]"#, #"{"name":"no id"}"#, #"{"id":3}"#, "", #"{"id":"u3"} x"#]
@@ -254,7 +290,7 @@ struct PresenceStoreTests {
 
     @Test("sweeps and prefix removal over many sessions, in several batches", arguments: StoreKind.allCases)
     func manySessions(kind: StoreKind) async throws {
-        var configuration = PresenceConfiguration()
+        var configuration = PresenceConfiguration(writesUserPool: true)
         configuration.scanBatchSize = 7
         try await withStore(kind, configuration: configuration) { pools in
             let store = pools.store

@@ -111,7 +111,7 @@ struct RedisPresenceTests {
 
     @Test("a custom key prefix names every key")
     func keyPrefix() async throws {
-        var configuration = PresenceConfiguration(keyPrefix: "{tenant}")
+        var configuration = PresenceConfiguration(keyPrefix: "{tenant}", writesUserPool: true)
         configuration.lockTTL = .seconds(60)
         #expect(configuration.sessionPoolKey == "{tenant}:session_pool")
         #expect(configuration.userPoolKey == "{tenant}:user_pool")
@@ -134,7 +134,7 @@ struct RedisPresenceTests {
             let group = MultiThreadedEventLoopGroup.singleton
             let first = try await connectedClient(server, eventLoop: group.next())
             let second = try await connectedClient(server, eventLoop: group.next())
-            let configuration = PresenceConfiguration()
+            let configuration = PresenceConfiguration(writesUserPool: true)
             let stores = [
                 RedisPresenceStore(redis: first, configuration: configuration),
                 RedisPresenceStore(redis: second, configuration: configuration),

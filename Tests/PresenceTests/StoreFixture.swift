@@ -64,7 +64,7 @@ func hgetall(_ client: RedisClient, _ key: String) async throws -> [String: Stri
 
 func withStore<T>(
     _ kind: StoreKind,
-    configuration: PresenceConfiguration = PresenceConfiguration(),
+    configuration: PresenceConfiguration = PresenceConfiguration(writesUserPool: true),
     _ body: (StoreFixture) async throws -> T
 ) async throws -> T {
     switch kind {

@@ -2,6 +2,7 @@ import Cluster
 import EngineIO
 import Logging
 import NIOCore
+import NIOEmbedded
 @testable import Switchboard
 import XCTest
 
@@ -63,6 +64,30 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(config.backend.revalidateInterval, .seconds(2), "bare numbers are seconds")
         XCTAssertEqual(config.backend.revalidatePath, "/api/v1/me")
         XCTAssertEqual(try read(env: ["SWITCHBOARD_REVALIDATE_INTERVAL": "1500ms"]).backend.revalidateInterval, .milliseconds(1500))
+    }
+
+    func testBackendGateSettings() throws {
+        let defaults = try read().backend
+        XCTAssertEqual(defaults.maxCallsPerSecond, 200)
+        XCTAssertEqual(defaults.maxConcurrentCalls, 32)
+        XCTAssertEqual(defaults.maxQueuedCalls, 10_000)
+        let config = try read(
+            flags: ["backend-max-calls-per-second": "0", "backend-max-concurrent-calls": "4"],
+            env: ["SWITCHBOARD_BACKEND_MAX_QUEUED_CALLS": "0", "SWITCHBOARD_BACKEND_MAX_CALLS_PER_SECOND": "50"]
+        )
+        XCTAssertEqual(config.backend.maxCallsPerSecond, 0, "the flag beats the variable")
+        XCTAssertEqual(config.backend.maxConcurrentCalls, 4)
+        XCTAssertEqual(config.backend.maxQueuedCalls, 0)
+        XCTAssertTrue(describe(config).contains("backend-max-calls-per-second=0 (no gate)"))
+        XCTAssertNil(Switchboard.makeBackendGate(config.backend, target: "backend", timerLoop: EmbeddedEventLoop()))
+        for (flag, value) in [
+            ("backend-max-calls-per-second", "-1"), ("backend-max-concurrent-calls", "0"),
+            ("backend-max-queued-calls", "many"), ("backend-max-calls-per-second", "2.5"),
+        ] {
+            XCTAssertThrowsError(try read(flags: [flag: value]), "\(flag) \(value)") { error in
+                XCTAssertEqual((error as? ConfigurationError)?.setting, "--\(flag)")
+            }
+        }
     }
 
     func testFlagsBeatEnvironmentBeatsDefaults() throws {
