@@ -37,7 +37,8 @@ def test_bench_runs_every_scenario_on_both_clusters(tmp_path):
          "--out", str(out), "--clients", "40", "--rooms", "4", "--publishers", "4", "--step-seconds", "1",
          "--start-rate", "20", "--max-steps", "2", "--storm-connections", "200", "--baseline-storm-connections", "100",
          "--idle-connections", "300", "--baseline-idle-connections", "100", "--idle-hold", "2",
-         "--ack-targets", "10", "--ack-calls", "100", "--redis-requests", "20000", "--redis-messages", "20000"],
+         "--ack-targets", "10", "--ack-calls", "100", "--redis-requests", "20000", "--redis-messages", "20000",
+         "--reconnect-clients", "60", "--reconnect-gate-rate", "20"],
         cwd=ROOT, capture_output=True, text=True, timeout=540,
     )
     assert run.returncode == 0, f"exit {run.returncode}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
@@ -73,6 +74,13 @@ def test_bench_runs_every_scenario_on_both_clusters(tmp_path):
     redis = {r["comparison"].split(",")[0]: r for r in results["redis"]}
     assert redis["SET"]["switchboardClient"] > 0 and redis["SET"]["reference"] > 0, redis
     assert redis["pub/sub drain"]["switchboardClient"] > 0, redis
+
+    reconnect = {r["gate"]: r for r in results["reconnect"]}
+    assert set(reconnect) == {"off", "20/s per node"}, reconnect
+    for gate, r in reconnect.items():
+        # 60 users back on the two survivors, each asking for its user and its channels once it is let through.
+        assert r["reconnected"] == 60 and r["recovered"], (gate, r)
+        assert r["userLookups"] >= 60 and r["backendCalls"] >= 120, (gate, r)
 
     goals = [g["goal"] for g in results["goals"]]
     assert any("CPU per delivered message" in g for g in goals) and any("idle" in g for g in goals), goals
