@@ -1,4 +1,4 @@
-/// Open WebUI's token revocation keys in Redis (OPEN_WEBUI_CONTRACT.md, "Authentication"), and the
+/// Open WebUI's token revocation keys in Redis (docs/OPENWEBUI.md), and the
 /// rule that applies them. Reading Redis is the caller's job.
 public struct RevocationKeys: Sendable, Hashable {
     /// The key prefix (Open WebUI's `REDIS_KEY_PREFIX`). Default `open-webui`.

@@ -75,7 +75,7 @@ final class ContractSession: @unchecked Sendable {
     }
 }
 
-/// Open WebUI's real-time events on namespace `/` (docs/BACKEND.md, OPEN_WEBUI_CONTRACT.md).
+/// Open WebUI's real-time events on namespace `/` (docs/OPENWEBUI.md, docs/BACKEND.md).
 struct OpenWebUIEvents: Sendable {
     let users: UserDirectory
     let presence: any PresenceStore

@@ -1,4 +1,4 @@
-"""Open WebUI's real-time contract (docs/BACKEND.md, shared/OPEN_WEBUI_CONTRACT.md) through live
+"""Open WebUI's real-time contract (docs/OPENWEBUI.md, docs/BACKEND.md) through live
 `switchboard serve` nodes: python-socketio clients spread over THREE nodes on one private
 redis-server, the pools read with redis-py, user details from an in-process fake backend.
 
