@@ -104,8 +104,26 @@ let package = Package(
             ]
         ),
         .target(
+            name: "OpenWebUI",
+            dependencies: [
+                "EngineIO",
+                "SocketIO",
+                "Presence",
+                "Redis",
+                "Auth",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
             name: "Switchboard",
             dependencies: [
+                "OpenWebUI",
                 "EngineIO",
                 "SocketIO",
                 "Cluster",
@@ -238,9 +256,26 @@ let package = Package(
             dependencies: ["Auth"]
         ),
         .testTarget(
+            name: "OpenWebUITests",
+            dependencies: [
+                "OpenWebUI",
+                "EngineIOTestSupport",
+                "SocketIO",
+                "EngineIO",
+                "Presence",
+                "Auth",
+                "Redis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "SwitchboardTests",
             dependencies: [
                 "Switchboard",
+                "OpenWebUI",
                 "EngineIOTestSupport",
                 "SocketIO",
                 "EngineIO",

@@ -3,22 +3,9 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import OpenWebUI
 import Presence
 import SocketIO
-
-/// A secret that SIGHUP may replace while the node runs.
-final class SecretBox: Sendable {
-    private let box: NIOLockedValueBox<String?>
-
-    init(_ value: String?) {
-        box = NIOLockedValueBox(value)
-    }
-
-    var value: String? {
-        get { box.withLockedValue { $0 } }
-        set { box.withLockedValue { $0 = newValue } }
-    }
-}
 
 /// The backend's HTTP API (docs/BACKEND.md): emit, call, membership and queries across the cluster,
 /// behind a bearer API key that is distinct from user tokens. Every answer is JSON.

@@ -3,6 +3,7 @@ import EngineIO
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import OpenWebUI
 
 /// Whether the node can take new clients: listening, not draining, and in a cluster a pub/sub round
 /// trip through Redis within the deadline. Concurrent checks share one probe.

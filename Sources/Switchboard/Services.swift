@@ -1,5 +1,6 @@
 import Cluster
 import Logging
+import OpenWebUI
 import Presence
 import Redis
 import ServiceLifecycle

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import OpenWebUI
 import Presence
 import Prometheus
 import Redis

@@ -7,6 +7,7 @@ import Presence
 import SocketIO
 import Testing
 
+@testable import OpenWebUI
 @testable import Switchboard
 
 @Suite("BackendAPI: routes, keys and errors (no sockets connected)")

@@ -5,7 +5,7 @@ import NIOHTTP1
 import SocketIO
 
 /// Why a backend call produced no usable answer; the text is logged and never contains a token.
-struct BackendFailure: Error, CustomStringConvertible {
+package struct BackendFailure: Error, CustomStringConvertible {
     enum Kind: String {
         /// No answer in time, or no connection.
         case unavailable = "backend_unavailable"
@@ -21,12 +21,12 @@ struct BackendFailure: Error, CustomStringConvertible {
     var detail: String
     var status: Int?
 
-    var description: String { "\(kind.rawValue): \(detail)" }
+    package var description: String { "\(kind.rawValue): \(detail)" }
 }
 
 /// The node's HTTP calls to the backend, each bounded by a timeout and, with a gate, by the node's rate and
 /// concurrency limits. Answers are small JSON documents; a larger answer is refused rather than buffered.
-final class BackendClient: Sendable {
+package final class BackendClient: Sendable {
     static let maxAnswerBytes = 1 << 20
 
     let baseURL: String
@@ -34,7 +34,7 @@ final class BackendClient: Sendable {
     let http: HTTPClient
     let gate: BackendCallGate?
 
-    init(baseURL: String, timeout: TimeAmount, gate: BackendCallGate? = nil, eventLoopGroup: EventLoopGroup) {
+    package init(baseURL: String, timeout: TimeAmount, gate: BackendCallGate? = nil, eventLoopGroup: EventLoopGroup) {
         self.baseURL = baseURL
         self.timeout = timeout
         self.gate = gate
@@ -46,7 +46,7 @@ final class BackendClient: Sendable {
         self.http = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
     }
 
-    func shutdown() async {
+    package func shutdown() async {
         try? await http.shutdown()
     }
 

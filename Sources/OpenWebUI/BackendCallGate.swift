@@ -8,16 +8,16 @@ import NIOCore
 /// spell). Other calls wait in arrival order; a call that would be the `maxQueued + 1`-th waiter, or that has
 /// waited `maxWait`, is refused, so a node whose clients all reconnect at once asks the backend at a bounded
 /// rate and tells the clients it is busy instead of piling up work nobody waits for any more.
-struct BackendCallGateStateMachine<Waiter> {
-    struct Limits: Sendable, Equatable {
-        var callsPerSecond: Int
-        var burst: Int
-        var maxConcurrent: Int
-        var maxQueued: Int
-        var maxWait: TimeAmount
+package struct BackendCallGateStateMachine<Waiter> {
+    package struct Limits: Sendable, Equatable {
+        package var callsPerSecond: Int
+        package var burst: Int
+        package var maxConcurrent: Int
+        package var maxQueued: Int
+        package var maxWait: TimeAmount
 
         /// One call at a time is the least a limit can allow.
-        init(callsPerSecond: Int, burst: Int, maxConcurrent: Int, maxQueued: Int, maxWait: TimeAmount) {
+        package init(callsPerSecond: Int, burst: Int, maxConcurrent: Int, maxQueued: Int, maxWait: TimeAmount) {
             self.callsPerSecond = max(callsPerSecond, 1)
             self.burst = max(burst, 1)
             self.maxConcurrent = max(maxConcurrent, 1)
@@ -127,8 +127,8 @@ extension BackendCallGateStateMachine: Sendable where Waiter: Sendable {}
 
 /// Bounds the node's calls to one backend (``BackendClient``): how many per second, how many at once, how many
 /// may wait. Shared by every event loop; its lock is held only to update the state machine.
-final class BackendCallGate: Sendable {
-    typealias Limits = BackendCallGateStateMachine<EventLoopPromise<Void>>.Limits
+package final class BackendCallGate: Sendable {
+    package typealias Limits = BackendCallGateStateMachine<EventLoopPromise<Void>>.Limits
 
     private let state: NIOLockedValueBox<BackendCallGateStateMachine<EventLoopPromise<Void>>>
     private let timerLoop: EventLoop
@@ -154,7 +154,7 @@ final class BackendCallGate: Sendable {
         }
     }
 
-    init(
+    package init(
         limits: Limits,
         target: String,
         timerLoop: EventLoop,

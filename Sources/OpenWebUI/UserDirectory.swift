@@ -85,7 +85,7 @@ enum RevalidationOutcome: Sendable, Equatable {
 
 /// Turns a client's token into a user: JWT verification, revocation keys in Redis, and the user's
 /// details and channels from the backend (or from the token's claims without one).
-final class UserDirectory: Sendable {
+package final class UserDirectory: Sendable {
     /// A cached user and when it was stored (epoch seconds), so a later server-side disconnect can outdate it.
     struct CachedUser: Sendable {
         var user: AuthenticatedUser
@@ -119,7 +119,7 @@ final class UserDirectory: Sendable {
     /// Epoch seconds, injectable for tests.
     let now: @Sendable () -> Int
 
-    init(
+    package init(
         verifier: JWTVerifier?,
         revocation: RevocationKeys,
         redis: RedisClient?,
@@ -148,7 +148,7 @@ final class UserDirectory: Sendable {
     }
 
     /// The keys tokens are verified with; replaced on SIGHUP without touching connections.
-    var verifier: JWTVerifier? {
+    package var verifier: JWTVerifier? {
         get { currentVerifier.withLockedValue { $0 } }
         set { currentVerifier.withLockedValue { $0 = newValue } }
     }
@@ -449,7 +449,7 @@ final class UserDirectory: Sendable {
         )
     }
 
-    static func identifier(_ value: JSONValue?) -> String? {
+    package static func identifier(_ value: JSONValue?) -> String? {
         switch value {
         case .string(let text)? where !text.isEmpty: return text
         case .number(let digits)?: return digits

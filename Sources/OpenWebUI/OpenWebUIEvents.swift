@@ -76,16 +76,16 @@ final class ContractSession: @unchecked Sendable {
 }
 
 /// Open WebUI's real-time events on namespace `/` (docs/OPENWEBUI.md, docs/BACKEND.md).
-struct OpenWebUIEvents: Sendable {
+package struct OpenWebUIEvents: Sendable {
     let users: UserDirectory
     let presence: any PresenceStore
     let forwarder: EventForwarder
     /// Re-checks the tokens of authenticated sockets; nil in tests that do not need it.
-    var revalidator: SessionRevalidator?
+    package var revalidator: SessionRevalidator?
     /// Where direct-completion chunks are published (the Redis Open WebUI's `redis_event_listener` reads).
-    var directCompletions: DirectCompletionChannel?
+    package var directCompletions: DirectCompletionChannel?
     /// Publishes who has a shared chat open; nil keeps `events:chat` join/leave from publishing presence.
-    var chatPresence: ChatPresence?
+    package var chatPresence: ChatPresence?
     let strict: Bool
     let broadcastPresence: Bool
     let nodeID: String
@@ -93,9 +93,29 @@ struct OpenWebUIEvents: Sendable {
     /// Epoch seconds.
     let now: @Sendable () -> Int
 
+    package init(
+        users: UserDirectory,
+        presence: any PresenceStore,
+        forwarder: EventForwarder,
+        strict: Bool,
+        broadcastPresence: Bool,
+        nodeID: String,
+        logger: Logger,
+        now: @escaping @Sendable () -> Int
+    ) {
+        self.users = users
+        self.presence = presence
+        self.forwarder = forwarder
+        self.strict = strict
+        self.broadcastPresence = broadcastPresence
+        self.nodeID = nodeID
+        self.logger = logger
+        self.now = now
+    }
+
     static let channelEventNames = ["events:channel", "channel-events"]
 
-    func handlers() -> NamespaceHandlers {
+    package func handlers() -> NamespaceHandlers {
         var handlers = NamespaceHandlers()
         if strict {
             handlers.authorize = { socket, auth in
@@ -239,7 +259,7 @@ struct OpenWebUIEvents: Sendable {
     /// Open WebUI follows each `channel:created` it sends to `user:{id}` (a DM or group opened, members added) with
     /// `enter_room_for_users`, which joins only the sockets of its own process, so none of Switchboard's. Those
     /// users' sockets here look their channels up afresh and join them, after whatever they were doing.
-    func backendEmitted(_ event: String, _ args: [JSONValue], rooms: Set<String>?, local: InMemoryAdapter) {
+    package func backendEmitted(_ event: String, _ args: [JSONValue], rooms: Set<String>?, local: InMemoryAdapter) {
         guard event == "events:channel", args.first?["data"]?["type"]?.stringValue == "channel:created", let rooms
         else { return }
         let users = rooms.filter { $0.hasPrefix("user:") }
@@ -606,11 +626,11 @@ struct OpenWebUIEvents: Sendable {
 
 /// `{prefix}:direct_completion`: the pub/sub channel on which Open WebUI's `redis_event_listener` takes the chunks of
 /// direct completions (streamed by the browser that runs the model) into the request waiting for them.
-struct DirectCompletionChannel: Sendable {
+package struct DirectCompletionChannel: Sendable {
     let redis: RedisClient
     let name: String
 
-    init(redis: RedisClient, keyPrefix: String) {
+    package init(redis: RedisClient, keyPrefix: String) {
         self.redis = redis
         self.name = "\(keyPrefix):direct_completion"
     }

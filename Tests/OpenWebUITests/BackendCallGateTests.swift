@@ -3,7 +3,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
-@testable import Switchboard
+@testable import OpenWebUI
 
 @Suite("BackendCallGate: rate, concurrency and queue bounds on backend calls")
 struct BackendCallGateTests {

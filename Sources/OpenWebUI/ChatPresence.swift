@@ -50,7 +50,7 @@ struct RedisPyLock: Sendable {
 /// Open WebUI's `publish_chat_presence`: who has a shared chat open, from SESSION_POOL's `chat_ids` across the whole
 /// cluster (and Open WebUI's own workers), sent as `events {chat_id, shared, data: {type: "chat:presence", …}}` to
 /// `chat:{id}`. Under the same Redis lock Python takes, so the two never publish a stale list over a fresh one.
-struct ChatPresence: Sendable {
+package struct ChatPresence: Sendable {
     /// `WEBSOCKET_REDIS_LOCK_TIMEOUT`'s default: the lock's lifetime and how long to wait for it.
     static let lockTimeout: TimeAmount = .seconds(60)
 
@@ -61,6 +61,22 @@ struct ChatPresence: Sendable {
     let sessionMaxAge: Int
     let logger: Logger
     let now: @Sendable () -> Int
+
+    package init(
+        presence: any PresenceStore,
+        redis: RedisClient?,
+        keyPrefix: String,
+        sessionMaxAge: Int,
+        logger: Logger,
+        now: @escaping @Sendable () -> Int
+    ) {
+        self.presence = presence
+        self.redis = redis
+        self.keyPrefix = keyPrefix
+        self.sessionMaxAge = sessionMaxAge
+        self.logger = logger
+        self.now = now
+    }
 
     /// The users in the SESSION_POOL values that hold `chatID` and were seen recently, sorted by id.
     static func users(in sessions: [String], chatID: String, now: Int, maxAge: Int) -> [JSONValue] {

@@ -64,7 +64,7 @@ struct ForwardedEvent: Sendable {
 
 /// Hands unhandled client events to the backend: over HTTP (the answer can be the client's ack), to
 /// a Redis stream, or nowhere (logged, and the client told). Nothing is dropped without a trace.
-enum EventForwarder: Sendable {
+package enum EventForwarder: Sendable {
     /// `forwardsDisconnects`: the receiver also hears when a socket that sent it events disconnects (the Open WebUI
     /// companion cleans up its document and encryption state then, as Open WebUI's own disconnect handler does).
     case http(BackendClient, path: String, apiKey: SecretBox, forwardsDisconnects: Bool)

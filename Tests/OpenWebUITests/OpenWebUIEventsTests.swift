@@ -9,7 +9,7 @@ import Presence
 import SocketIO
 import Testing
 
-@testable import Switchboard
+@testable import OpenWebUI
 
 /// The in-memory pools, except that heartbeats can be held back (a slow Redis) to observe ordering.
 final class StallablePresenceStore: PresenceStore {

@@ -2,7 +2,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
-@testable import Switchboard
+@testable import OpenWebUI
 
 @Suite("OrderedWorkQueue: a socket's events one at a time, in arrival order")
 struct OrderedWorkQueueTests {

@@ -11,7 +11,7 @@ import SocketIO
 /// Each distinct token is checked once per round however many sockets hold it; with Redis the answer is shared
 /// with the other nodes for a few seconds and one node at a time asks the backend. At most
 /// `maxConcurrentChecks` checks run at once, so a round never floods the backend.
-final class SessionRevalidator: Sendable {
+package final class SessionRevalidator: Sendable {
     private struct Holder {
         var userID: String
         var sockets: [ObjectIdentifier: Socket] = [:]
@@ -33,7 +33,7 @@ final class SessionRevalidator: Sendable {
     private let task = NIOLockedValueBox<RepeatedTask?>(nil)
     private let outcomes: [String: Counter]
 
-    init(
+    package init(
         users: UserDirectory,
         interval: TimeAmount,
         maxConcurrentChecks: Int = 16,
@@ -74,14 +74,14 @@ final class SessionRevalidator: Sendable {
         if holders[token]?.sockets.isEmpty == true { holders[token] = nil }
     }
 
-    func start() {
+    package func start() {
         let task = eventLoop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
             self.runRound()
         }
         self.task.withLockedValue { $0 = task }
     }
 
-    func stop() {
+    package func stop() {
         task.withLockedValue { task in
             task?.cancel()
             task = nil
