@@ -60,6 +60,8 @@ package struct ChatPresence: Sendable {
     /// Sessions seen longer ago than this are not present (Open WebUI's `SESSION_POOL_TIMEOUT`).
     let sessionMaxAge: Int
     let logger: Logger
+    /// Every open shared chat publishes on join, leave and disconnect: one failing Redis fails them all.
+    let warnings: ThrottledWarnings
     let now: @Sendable () -> Int
 
     package init(
@@ -75,6 +77,7 @@ package struct ChatPresence: Sendable {
         self.keyPrefix = keyPrefix
         self.sessionMaxAge = sessionMaxAge
         self.logger = logger
+        self.warnings = ThrottledWarnings(logger: logger)
         self.now = now
     }
 
@@ -110,7 +113,7 @@ package struct ChatPresence: Sendable {
         }
         guard let redis else {
             return presence.allSessions().hop(to: eventLoop).map(emit).recover { error in
-                logger.warning("chat presence not published", metadata: ["reason": "\(error)"])
+                warnings.warning("chat presence not published", metadata: ["reason": "\(error)"])
             }
         }
         let lock = RedisPyLock(redis: redis, key: "\(keyPrefix):chat:\(chatID):presence:lock")
@@ -118,7 +121,7 @@ package struct ChatPresence: Sendable {
         let deadline = NIODeadline.now() + .nanoseconds(Self.lockTimeout.nanoseconds / 2)
         return lock.acquire(ttl: Self.lockTimeout, deadline: deadline, on: eventLoop).flatMap { acquired in
             guard acquired else {
-                logger.warning("chat presence not published: its lock stayed taken")
+                warnings.warning("chat presence not published: its lock stayed taken")
                 return eventLoop.makeSucceededVoidFuture()
             }
             return presence.allSessions().hop(to: eventLoop).flatMap { sessions in
@@ -131,7 +134,7 @@ package struct ChatPresence: Sendable {
                 }
             }
         }.recover { error in
-            logger.warning("chat presence not published", metadata: ["reason": "\(error)"])
+            warnings.warning("chat presence not published", metadata: ["reason": "\(error)"])
         }
     }
 }

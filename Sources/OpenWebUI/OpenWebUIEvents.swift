@@ -90,6 +90,8 @@ package struct OpenWebUIEvents: Sendable {
     let broadcastPresence: Bool
     let nodeID: String
     let logger: Logger
+    /// Per-socket warnings, which a Redis or backend outage raises on every socket at once.
+    let warnings: ThrottledWarnings
     /// Epoch seconds.
     let now: @Sendable () -> Int
 
@@ -110,6 +112,7 @@ package struct OpenWebUIEvents: Sendable {
         self.broadcastPresence = broadcastPresence
         self.nodeID = nodeID
         self.logger = logger
+        self.warnings = ThrottledWarnings(logger: logger)
         self.now = now
     }
 
@@ -168,7 +171,7 @@ package struct OpenWebUIEvents: Sendable {
                         ? socket.eventLoop.makeSucceededVoidFuture()
                         : presence.addSession(sid: socket.id, userID: user.id, userJSON: JSONWriter.serialize(user.object), now: now)
                 }.map { [] }.recover { error in
-                    logger.warning("heartbeat not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                    warnings.warning("heartbeat not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                     return []
                 }
             }
@@ -182,7 +185,7 @@ package struct OpenWebUIEvents: Sendable {
                 return presence.recordUsage(sid: socket.id, model: model, now: now()).flatMap {
                     broadcastPresence ? broadcastUsage(socket.namespace, on: socket.eventLoop) : socket.eventLoop.makeSucceededVoidFuture()
                 }.map { [] }.recover { error in
-                    logger.warning("usage not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                    warnings.warning("usage not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                     return []
                 }
             }
@@ -227,7 +230,7 @@ package struct OpenWebUIEvents: Sendable {
                 // once, and that reconnect must reach the backend, not a cached answer.
                 if reason == .serverDisconnect {
                     users.markForRecheck(userID: user.id, on: socket.eventLoop).whenFailure { error in
-                        logger.warning("recheck mark not stored", metadata: ["reason": "\(error)", "user": "\(user.id)"])
+                        warnings.warning("recheck mark not stored", metadata: ["reason": "\(error)", "user": "\(user.id)"])
                     }
                 }
             }
@@ -249,7 +252,7 @@ package struct OpenWebUIEvents: Sendable {
                     if removal.removed, broadcastPresence { steps.append(broadcastUserList(socket.namespace, on: socket.eventLoop)) }
                     return EventLoopFuture.andAllComplete(steps, on: socket.eventLoop)
                 }.flatMapErrorThrowing { error in
-                    logger.warning("session not removed", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                    warnings.warning("session not removed", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                 }
             }
         }
@@ -357,7 +360,7 @@ package struct OpenWebUIEvents: Sendable {
     private func report(_ error: Error, _ message: Logger.Message, _ socket: Socket) {
         let metadata: Logger.Metadata = ["reason": "\(error)", "sid": "\(socket.id)"]
         if (error as? AuthenticationFailure)?.isInfrastructure == true {
-            logger.warning(message, metadata: metadata)
+            warnings.warning(message, metadata: metadata)
         } else {
             logger.debug(message, metadata: metadata)
         }
@@ -389,7 +392,7 @@ package struct OpenWebUIEvents: Sendable {
         ).flatMap {
             broadcastPresence ? broadcastUserList(socket.namespace, on: socket.eventLoop) : socket.eventLoop.makeSucceededVoidFuture()
         }.flatMapErrorThrowing { error in
-            logger.warning("session not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+            warnings.warning("session not recorded", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
         }
     }
 
@@ -402,7 +405,7 @@ package struct OpenWebUIEvents: Sendable {
             for id in ids { socket.join("channel:\(id)") }
         }.flatMapErrorThrowing { error in
             let retry = Self.isRetryable(error)
-            logger.warning(
+            warnings.warning(
                 retry ? "channels not joined yet" : "channels not joined",
                 metadata: ["reason": "\(error)", "sid": "\(socket.id)", "attempt": "\(attempt)"]
             )
@@ -572,7 +575,7 @@ package struct OpenWebUIEvents: Sendable {
         }
         return directCompletions.publish(channel: event, data: data).hop(to: socket.eventLoop).map { [] }.recover {
             error in
-            logger.warning("direct completion not published", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+            warnings.warning("direct completion not published", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
             return []
         }
     }
@@ -606,7 +609,7 @@ package struct OpenWebUIEvents: Sendable {
         presence.usersOnline().hop(to: eventLoop).map { ids in
             namespace.emit("user-list", [["user_ids": .array(ids.map(JSONValue.string))]], to: rooms)
         }.flatMapErrorThrowing { error in
-            logger.warning("user-list not broadcast", metadata: ["reason": "\(error)"])
+            warnings.warning("user-list not broadcast", metadata: ["reason": "\(error)"])
         }
     }
 
@@ -614,7 +617,7 @@ package struct OpenWebUIEvents: Sendable {
         presence.modelsInUse().hop(to: eventLoop).map { models in
             namespace.emit("usage", [["models": .array(models.map(JSONValue.string))]])
         }.flatMapErrorThrowing { error in
-            logger.warning("usage not broadcast", metadata: ["reason": "\(error)"])
+            warnings.warning("usage not broadcast", metadata: ["reason": "\(error)"])
         }
     }
 
