@@ -25,6 +25,9 @@ public enum DisconnectReason: String, Sendable, CaseIterable, CustomStringConver
     /// The client sent events faster than the node could handle them (its queue of waiting events
     /// passed its bound).
     case eventBacklog = "event_backlog"
+    /// The node could not decide on the client's CONNECT because the service it asks was busy or down; the
+    /// transport is closed so that the client reconnects after its backoff, where a refusal would end its retries.
+    case backendUnavailable = "backend_unavailable"
     /// The node is shutting down.
     case serverShutdown = "server_shutdown"
 

@@ -131,7 +131,16 @@ package struct OpenWebUIEvents: Sendable {
                         session.token = token
                     }
                     .flatMapError { error in
-                        let reason = (error as? AuthenticationFailure)?.reason ?? "\(error)"
+                        let failure = error as? AuthenticationFailure
+                        let reason = failure?.reason ?? "\(error)"
+                        // The token was not judged: a refusal would end the client's reconnects, so close the
+                        // transport and let its backoff bring it back (and spread a storm over time).
+                        if failure?.isInfrastructure == true {
+                            warnings.warning("connect deferred", metadata: ["reason": "\(reason)", "sid": "\(socket.id)"])
+                            return socket.eventLoop.makeFailedFuture(
+                                ConnectionDeferred(reason: .backendUnavailable, detail: reason)
+                            )
+                        }
                         logger.info("connect refused", metadata: ["reason": "\(reason)", "sid": "\(socket.id)"])
                         return socket.eventLoop.makeFailedFuture(
                             ConnectionRefused(message: "unauthorized", data: ["reason": .string(reason)])

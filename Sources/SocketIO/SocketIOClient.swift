@@ -193,6 +193,10 @@ final class SocketIOClient: EngineSessionDelegate {
             switch result {
             case .success:
                 self.accept(socket, auth: auth)
+            case .failure(let error as ConnectionDeferred):
+                self.sockets[namespace.name] = nil
+                socket.state = .disconnected
+                self.session.close(reason: error.reason, detail: error.detail)
             case .failure(let error):
                 self.sockets[namespace.name] = nil
                 socket.state = .disconnected

@@ -53,6 +53,19 @@ public struct ConnectionRefused: Error, Sendable {
     }
 }
 
+/// A CONNECT the server cannot decide on now (the service that decides is busy or down). The transport is closed
+/// with `reason` instead of answering CONNECT_ERROR, which Socket.IO clients take as final: they reconnect after
+/// their backoff and try again.
+public struct ConnectionDeferred: Error, Sendable {
+    public var reason: DisconnectReason
+    public var detail: String
+
+    public init(reason: DisconnectReason, detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+}
+
 /// Answers a client's event that asked for an ack. Call at most once, on the socket's loop.
 public struct AckResponder: Sendable {
     let socket: Socket
@@ -71,7 +84,8 @@ public struct NamespaceHandlers: Sendable {
     public typealias Unhandled = @Sendable (Socket, String, [JSONValue], AckResponder?) -> Void
     public typealias Disconnected = @Sendable (Socket, DisconnectReason) -> Void
 
-    /// Decides on a CONNECT before it is acknowledged; fail with `ConnectionRefused` to refuse.
+    /// Decides on a CONNECT before it is acknowledged; fail with `ConnectionRefused` to refuse, or with
+    /// `ConnectionDeferred` to close the transport so that the client tries again later.
     public var authorize: Authorize?
     /// After the CONNECT is acknowledged.
     public var connected: Connected?

@@ -26,6 +26,7 @@ from owui import (  # noqa: F401  (owui is a fixture)
     FENCE,
     PREFIX,
     SECRET,
+    WS_PATH,
     Client,
     api_ok,
     counter_of,
@@ -952,17 +953,50 @@ def test_configuration_from_the_environment(owui):
     assert api_ok(A, "GET", "/api/v1/users/online") == {"user_ids": ["u1"]}
 
 
-def test_strict_mode_refuses_when_the_backend_fails(owui):
+def test_strict_mode_defers_a_connect_the_backend_cannot_decide(owui):
+    """Strict mode with a failing backend: the node does not refuse the token it could not judge (a
+    CONNECT_ERROR ends a Socket.IO client's reconnects); it closes the transport with reason
+    backend_unavailable, and a client that keeps reconnecting, as Socket.IO clients do, is let in once the
+    backend answers. A bad token is still refused."""
+    import socketio
+
     (A,) = owui.start(1, "--auth-mode", "strict")
     owui.backend.set_mode("failing", USER_PATH)
-    refused = Client(A, "refused", token=mint("u1"))
-    owui.clients.append(refused)
-    assert refused.connect_refused()["message"] == "unauthorized"
+    deferred = Client(A, "deferred", token=mint("u1"))
+    owui.clients.append(deferred)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        deferred.connect()
+    assert not deferred.connect_errors, f"refused instead of deferred: {deferred.connect_errors}"
     assert owui.backend.count(USER_PATH) >= 1
-    owui.backend.set_mode("normal")
-    ok = owui.client(A, "ok", token=refused.token)
-    wait_until(lambda: ok.sid in owui.session_pool(), what="accepted once the backend answers")
-    assert set(owui.session_pool()) == {ok.sid}
+    wait_until(lambda: "backend_unavailable" in A.stderr_text(), timeout=5, what="reason backend_unavailable logged")
+    assert deferred.token not in A.stderr_text()
+
+    # A client retrying on its own (python-socketio's reconnection) gets in once the backend recovers.
+    retrying = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=0.5)
+    done = threading.Event()
+
+    def connect() -> None:
+        try:
+            retrying.connect(A.base, transports=["websocket"], socketio_path=WS_PATH, auth={"token": mint("u2")},
+                             wait_timeout=2, retry=True)
+        except socketio.exceptions.ConnectionError:
+            pass  # the first attempt's closed transport already started the client's own reconnect task
+        finally:
+            done.set()
+
+    threading.Thread(target=connect, daemon=True).start()
+    try:
+        time.sleep(1.5)
+        assert not retrying.connected
+        owui.backend.set_mode("normal")
+        wait_until(lambda: retrying.connected and retrying.get_sid("/") in owui.session_pool(), timeout=15,
+                   what="the retrying client let in once the backend answers")
+        refused = Client(A, "refused", token="not-a-jwt")
+        owui.clients.append(refused)
+        assert refused.connect_refused()["message"] == "unauthorized"
+    finally:
+        retrying.disconnect()
+        done.wait(5)
 
 
 # ---------------------------------------------------------------------------------------

@@ -120,6 +120,25 @@ struct SocketIOServerTests {
         #expect(harness.recorder.engineCloseReasons == [.invalidPacket])
     }
 
+    @Test func authorizeDeferralClosesTheTransportWithItsReason() throws {
+        let harness = SocketIOHarness(rootHandlers: { recorder in
+            recorder.handlers {
+                $0.authorize = { socket, _ in
+                    socket.eventLoop.makeFailedFuture(
+                        ConnectionDeferred(reason: .backendUnavailable, detail: "backend_busy: queue full")
+                    )
+                }
+            }
+        })
+        let client = try harness.client()
+        #expect(try client.receive() == nil)
+        try client.send("0")
+        // No CONNECT_ERROR, which clients take as final: the Engine.IO session closes and the client reconnects.
+        #expect(try client.receive() == "1")
+        #expect(harness.recorder.sockets.isEmpty)
+        #expect(harness.recorder.engineCloseReasons == [.backendUnavailable])
+    }
+
     @Test func eventsBeforeAnAsynchronousAuthorizeAreHeldThenDispatched() throws {
         let loop = EmbeddedEventLoop()
         let promise = loop.makePromise(of: Void.self)
