@@ -63,15 +63,18 @@ class RemoteSockets:
     """What Open WebUI's handlers ask about a socket, for sockets that live on Switchboard nodes.
 
     A socket's rooms are those its last forwarded event carried, corrected by the rooms handlers here made it
-    enter or leave since (the node applies those through Redis a moment later)."""
+    enter or leave since (the node applies those through Redis a moment later). Members are indexed by room:
+    the document handlers ask for a note's members on every edit, which must not cost a walk over every socket."""
 
     def __init__(self) -> None:
         self.forwarded: dict[str, set[str]] = {}
         self.entered: dict[str, set[str]] = {}
         self.left: dict[str, set[str]] = {}
         self.sessions: dict[str, dict] = {}
+        self.by_room: dict[str, set[str]] = {}
 
     def update(self, sid: str, rooms: list[str], session: dict) -> None:
+        before = self.rooms(sid) if sid in self.forwarded else set()
         now = set(rooms)
         self.forwarded[sid] = now
         self.sessions[sid] = session
@@ -80,24 +83,46 @@ class RemoteSockets:
             self.entered[sid] -= now
         if sid in self.left:
             self.left[sid] &= now
+        self._reindex(sid, before)
 
     def enter(self, sid: str, room: str) -> None:
+        before = self._indexed(sid)
         self.entered.setdefault(sid, set()).add(room)
         self.left.get(sid, set()).discard(room)
+        self._reindex(sid, before)
 
     def leave(self, sid: str, room: str) -> None:
+        before = self._indexed(sid)
         self.left.setdefault(sid, set()).add(room)
         self.entered.get(sid, set()).discard(room)
+        self._reindex(sid, before)
 
     def rooms(self, sid: str) -> set[str]:
         return ((self.forwarded.get(sid, set()) | self.entered.get(sid, set())) - self.left.get(sid, set())) | {sid}
 
     def members(self, room: str) -> list[str]:
-        return [sid for sid in self.forwarded if room in self.rooms(sid)]
+        return sorted(self.by_room.get(room, ()))
 
     def forget(self, sid: str) -> None:
+        before = self._indexed(sid)
         for table in (self.forwarded, self.entered, self.left, self.sessions):
             table.pop(sid, None)
+        self._reindex(sid, before)
+
+    def _indexed(self, sid: str) -> set[str]:
+        """The rooms `sid` is indexed under: only sockets a forwarded event has named are members."""
+        return self.rooms(sid) if sid in self.forwarded else set()
+
+    def _reindex(self, sid: str, before: set[str]) -> None:
+        after = self._indexed(sid)
+        for room in before - after:
+            members = self.by_room.get(room)
+            if members is not None:
+                members.discard(sid)
+                if not members:
+                    del self.by_room[room]
+        for room in after - before:
+            self.by_room.setdefault(room, set()).add(sid)
 
 
 def with_binary_as_lists(value):
