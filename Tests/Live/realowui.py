@@ -131,6 +131,10 @@ class FakeOpenAI:
                     return reply
         return "OK"
 
+    def calls(self, method: str, path_suffix: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["method"] == method and r["path"].endswith(path_suffix)]
+
     def completions(self, stream: bool | None = None) -> list[dict]:
         with self.lock:
             return [r["body"] for r in self.requests
@@ -145,18 +149,34 @@ class FakeOpenAI:
             def log_message(self, *args):
                 pass
 
+            def _cors(self) -> None:
+                # A browser with a direct connection calls the model itself, from Open WebUI's origin.
+                self.send_header("Access-Control-Allow-Origin", "*")
+
             def _json(self, code: int, obj) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self._cors()
                 self.end_headers()
                 self.wfile.write(data)
 
             def _record(self, body) -> None:
                 with fake.lock:
                     fake.requests.append({"method": self.command, "path": self.path, "body": body,
-                                          "auth": self.headers.get("Authorization")})
+                                          "auth": self.headers.get("Authorization"),
+                                          "origin": self.headers.get("Origin")})
+
+            def do_OPTIONS(self):
+                self._record(None)
+                self.send_response(204)
+                self._cors()
+                self.send_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+                self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept")
+                self.send_header("Access-Control-Max-Age", "600")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_GET(self):
                 self._record(None)
@@ -191,6 +211,7 @@ class FakeOpenAI:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
+                self._cors()
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True

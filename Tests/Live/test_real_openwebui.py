@@ -554,3 +554,111 @@ def test_read_receipts_survive_a_reload(stack, on_failure):
     b.wait(lambda: b.find("#chat-input"), what="the home page after a reload")
     assert unread() == 0
     _companion_ran(stack, "events:channel")
+
+
+def _saved_chat(stack, owner: R.User, title: str, question: str = "Hello", answer: str = "Hi there") -> dict:
+    """A saved chat of `owner` with one question and its (done) answer from the fake model."""
+    now = int(time.time())
+    user_msg = {"id": "u1", "parentId": None, "childrenIds": ["a1"], "role": "user", "content": question,
+                "timestamp": now, "models": [R.FAKE_MODEL]}
+    answer_msg = {"id": "a1", "parentId": "u1", "childrenIds": [], "role": "assistant", "content": answer,
+                  "model": R.FAKE_MODEL, "modelName": R.FAKE_MODEL, "done": True, "timestamp": now + 1}
+    return stack.owui.api_ok("POST", "/api/v1/chats/new", owner.token, {"chat": {
+        "title": title, "models": [R.FAKE_MODEL],
+        "history": {"currentId": "a1", "messages": {"u1": user_msg, "a1": answer_msg}},
+        "messages": [user_msg, answer_msg], "tags": [], "timestamp": now * 1000}})
+
+
+def test_shared_chat_presence_and_typing(stack, on_failure):
+    """Alice shares a chat with Bob so that he may continue it (`share_mode: continue`). Both open it in the
+    front end: each page shows the other as present (`events:chat` join → `chat:presence`), Bob's typing
+    shows on Alice's page ("Bob… is typing..."), and when Bob leaves the chat Alice's page no longer shows
+    him."""
+    alice, bob = stack.add_user("alice-shared"), stack.add_user("bob-shared")
+    chat = _saved_chat(stack, alice, "Plans we share")
+    stack.owui.api_ok("POST", f"/api/v1/chats/{chat['id']}/share", alice.token, {"share_mode": "continue"})
+    stack.owui.api_ok("POST", f"/api/v1/chats/shared/{chat['id']}/access/update", alice.token, {
+        "access_grants": [{"principal_type": "user", "principal_id": bob.id, "permission": "read"}],
+        "share_mode": "continue"})
+    ba, bb = stack.browser("alice-shared"), stack.browser("bob-shared")
+    for b, u in ((ba, alice), (bb, bob)):
+        sign_in(b, u)
+        socket_connected_as(b, b.local_storage_token())
+        b.get(f"/c/{chat['id']}")
+        b.wait(lambda b=b: "Hi there" in b.body_text(), what="the shared chat's answer on the page")
+
+    def shows(b: R.Browser, who: R.User) -> bool:
+        return bool(b.find(f'nav [data-chat-participants] button[aria-label="{who.name}"]'))
+
+    ba.wait(lambda: shows(ba, bob), what="Bob present on Alice's page")
+    bb.wait(lambda: shows(bb, alice), what="Alice present on Bob's page")
+    presence = [e[1] for k, _, e in ba.socketio_events("in")
+                if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+                and (e[1].get("data") or {}).get("type") == "chat:presence"]
+    assert presence and presence[-1]["chat_id"] == chat["id"] and presence[-1]["shared"] is True
+    assert sorted(u["id"] for u in presence[-1]["data"]["data"]["users"]) == sorted([alice.id, bob.id])
+
+    # Typing: keystrokes in Bob's input send `typing` (one per 2 s); Alice's page shows it for 5 s after each.
+    box = bb.wait_for("#chat-input")
+    box.click()
+    end = time.monotonic() + R.UI_TIMEOUT
+    for ch in "shall we meet on Tuesday?" * 3:
+        box.send_keys(ch)
+        if f"{bob.name} is typing" in ba.body_text() or time.monotonic() > end:
+            break
+        time.sleep(0.3)
+    ba.wait(lambda: f"{bob.name} is typing" in ba.body_text(), what="Bob is typing, on Alice's page")
+    typing = [e[1] for k, _, e in ba.socketio_events("in")
+              if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+              and (e[1].get("data") or {}).get("type") == "typing"]
+    assert typing[-1]["user"] == {"id": bob.id, "name": bob.name} and typing[-1]["shared"] is True, typing[-1]
+    assert not any((e[1].get("data") or {}).get("type") == "typing" for k, _, e in bb.socketio_events("in")
+                   if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+                   and e[1].get("user_id") == bob.id), "Bob's own typing came back to him"
+
+    # Bob leaves the chat (back to the home page inside the app): Alice no longer sees him.
+    bb.js("document.querySelector('a[href=\"/\"]').click()")
+    bb.wait(lambda: "/c/" not in bb.driver.current_url, what="Bob back on the home page")
+    ba.wait(lambda: not shows(ba, bob), what="Bob gone from Alice's page")
+
+
+def test_direct_completion_streamed_by_the_browser(stack, on_failure):
+    """A direct connection: the model is called by the browser, not by Open WebUI. Open WebUI asks the page
+    (`request:chat:completion`), the page streams the model's answer back as `{user}:{session}:{request}`
+    events, Open WebUI turns them into the chat's completion, and the reply is shown and saved."""
+    stack.owui.api_ok("POST", "/api/v1/configs/connections", stack.admin.token, {
+        "ENABLE_DIRECT_CONNECTIONS": True, "ENABLE_DIRECT_INTEGRATIONS": False, "ENABLE_BASE_MODELS_CACHE": False})
+    hana = stack.add_user("hana-direct")
+    stack.owui.api_ok("POST", "/api/v1/users/user/settings/update", hana.token, {"ui": {
+        "directConnections": {"OPENAI_API_BASE_URLS": [stack.fake.base_url], "OPENAI_API_KEYS": [R.FAKE_API_KEY],
+                              "OPENAI_API_CONFIGS": {"0": {"enable": True, "model_ids": ["direct-fake"]}}},
+        "title": {"auto": False}, "autoTags": False, "autoFollowUps": False}})
+    reply = "the browser streamed this itself " + uuid.uuid4().hex[:8]
+    stack.fake.set_reply("stream it directly", reply)
+    posts_before = len(stack.fake.calls("POST", "/chat/completions"))
+    b = stack.browser("hana-direct")
+    sign_in(b, hana)
+    socket_connected_as(b, b.local_storage_token())
+    b.get("/?models=direct-fake")
+    box = b.wait_for("#chat-input")
+    box.click()
+    from selenium.webdriver.common.keys import Keys
+
+    box.send_keys("please stream it directly", Keys.ENTER)
+    b.wait(lambda: reply in b.body_text(), what="the directly streamed reply on the page")
+    direct = [r for r in stack.fake.calls("POST", "/chat/completions")[posts_before:]
+              if (r["body"] or {}).get("model") == "direct-fake"]
+    assert direct and direct[-1]["origin"], "the model was not called by the browser"
+    assert stack.fake.calls("OPTIONS", "/chat/completions"), "no CORS preflight: not a browser's call"
+    chunks = [e for k, _, e in b.socketio_events("out")
+              if k == "event" and e and isinstance(e[0], str) and e[0].startswith(f"{hana.id}:") and e[0].count(":") == 2]
+    assert len(chunks) >= 2 and chunks[-1][1] == {"done": True}, chunks[-3:]
+    chat_id = b.wait(lambda: b.driver.current_url.split("/c/")[1] if "/c/" in b.driver.current_url else None,
+                     what="the chat's URL")
+
+    def saved() -> bool:
+        chat = stack.owui.api_ok("GET", f"/api/v1/chats/{chat_id}", hana.token)["chat"]
+        messages = (chat.get("history") or {}).get("messages", {}).values()
+        return any(m.get("role") == "assistant" and reply in (m.get("content") or "") for m in messages)
+
+    wait_until(saved, timeout=SOCKET_TIMEOUT, what="the direct reply saved with the chat")
