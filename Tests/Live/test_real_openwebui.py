@@ -662,3 +662,92 @@ def test_direct_completion_streamed_by_the_browser(stack, on_failure):
         return any(m.get("role") == "assistant" and reply in (m.get("content") or "") for m in messages)
 
     wait_until(saved, timeout=SOCKET_TIMEOUT, what="the direct reply saved with the chat")
+
+
+# An Action function that asks the browser before a tool runs, as Open WebUI's tool permission
+# prompt does (`confirmation` with `tool_call`; Open WebUI waits min(max(timeout_ms, 60 s), 240 s)),
+# and reports the answer it got as the message's status line.
+ASK_BEFORE_ACTING = '''"""
+title: Ask before acting
+"""
+from pydantic import BaseModel
+
+
+class Action:
+    class Valves(BaseModel):
+        pass
+
+    def __init__(self):
+        self.valves = self.Valves()
+
+    async def action(self, body: dict, __user__=None, __event_emitter__=None, __event_call__=None):
+        answer = await __event_call__({
+            "type": "confirmation",
+            "data": {
+                "title": "Ask before acting",
+                "message": "May the report be sent?",
+                "tool_call": {"id": "call-report-1", "name": "send_report", "arguments": {"to": "team"}},
+                "timeout_ms": 120000,
+            },
+        })
+        await __event_emitter__({"type": "status", "data": {"description": f"tool-answer={answer!r}", "done": True}})
+        return None
+'''
+CONFIRMATION_ANSWERED_AFTER = 90.0
+
+
+@pytest.mark.timeout(R.START_TIMEOUT + 120 + CONFIRMATION_ANSWERED_AFTER)
+def test_tool_confirmation_answered_after_90_seconds(stack, on_failure):
+    """Open WebUI asks the page whether a tool may run (`sio.call` of `confirmation` with `tool_call`) and
+    waits for the answer. The "Tool Permissions" dialog stays open for 90 s before the user clicks Allow;
+    the answer still reaches the action (its status line says `tool-answer=True`), and Open WebUI then
+    tells the page the interaction is done."""
+    admin = stack.admin.token
+    stack.owui.api_ok("POST", "/api/v1/functions/create", admin, {
+        "id": "ask_before_acting", "name": "Ask before acting", "content": ASK_BEFORE_ACTING,
+        "meta": {"description": "asks the browser before a tool runs"}})
+    stack.owui.api_ok("POST", "/api/v1/functions/id/ask_before_acting/toggle", admin)
+    stack.owui.api_ok("POST", "/api/v1/functions/id/ask_before_acting/toggle/global", admin)
+    # A plain user may run an action only on a registered model they can read (Admin → Models, public).
+    if not stack.owui.api("GET", f"/api/v1/models/model?id={R.FAKE_MODEL}", admin).ok:
+        stack.owui.api_ok("POST", "/api/v1/models/create", admin, {
+            "id": R.FAKE_MODEL, "base_model_id": None, "name": R.FAKE_MODEL, "meta": {}, "params": {},
+            "access_grants": [{"principal_type": "user", "principal_id": "*", "permission": "read"}]})
+    ivy = stack.add_user("ivy-tool")
+    chat = _saved_chat(stack, ivy, "Weekly report", question="Send the weekly report", answer="Ready to send it")
+    b = stack.browser("ivy-tool")
+    sign_in(b, ivy)
+    socket_connected_as(b, b.local_storage_token())
+    b.get(f"/c/{chat['id']}")
+    b.wait(lambda: "Ready to send it" in b.body_text(), what="the chat's answer on the page")
+    b.wait_for('button[aria-label="Ask before acting"]').click()
+
+    allow_xpath = "//div[@role='dialog']//button[normalize-space()='Allow']"
+
+    def dialog():
+        from selenium.webdriver.common.by import By
+
+        shown = [e for e in b.driver.find_elements(By.XPATH, allow_xpath) if e.is_displayed()]
+        return shown[0] if shown and "Tool Permissions" in b.body_text() else None
+
+    b.wait(dialog, what="the Tool Permissions dialog")
+    calls = [(ack_id, e[1]) for k, ack_id, e in b.socketio_events("in")
+             if k == "event" and ack_id and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+             and (e[1].get("data") or {}).get("type") == "confirmation"]
+    assert calls, "the confirmation did not come as a call (an event with an ack id)"
+    ack_id, call = calls[-1]
+    assert call["chat_id"] == chat["id"] and call["data"]["data"]["tool_call"]["name"] == "send_report"
+    interaction_id = call["data"]["data"]["interaction_id"]
+    asked = time.monotonic()
+    while time.monotonic() - asked < CONFIRMATION_ANSWERED_AFTER:
+        time.sleep(5)
+        assert dialog(), f"the dialog closed by itself after {time.monotonic() - asked:.0f} s"
+    assert "send_report" in b.body_text()
+    dialog().click()
+    b.wait(lambda: "tool-answer=True" in b.body_text(), what="the action's status line with the answer")
+    acks = [e for k, i, e in b.socketio_events("out") if k == "ack" and i == ack_id]
+    assert acks == [[True]], acks
+    done = [e[1] for k, _, e in b.socketio_events("in")
+            if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+            and (e[1].get("data") or {}).get("type") == "request:interaction:done"]
+    assert any(d["data"]["data"]["interaction_id"] == interaction_id for d in done), done
