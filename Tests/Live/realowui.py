@@ -329,6 +329,9 @@ def openwebui_env(data_dir: Path, redis_url: str, openai_base: str, **extra: str
         # users: the second one is added by the admin as `user`; signups would be active too
         "DEFAULT_USER_ROLE": "user",
         "ENABLE_CHANNELS": "true",
+        # encrypted chats in DMs and private groups (the `encryption:*` relay), for users too
+        "ENABLE_ENCRYPTED_CHANNELS": "true",
+        "USER_PERMISSIONS_FEATURES_ENCRYPTED_CHANNELS": "true",
         "WEBUI_NAME": "Open WebUI",
         "GLOBAL_LOG_LEVEL": "INFO",
         "ANONYMIZED_TELEMETRY": "false",

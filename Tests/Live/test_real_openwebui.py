@@ -751,3 +751,67 @@ def test_tool_confirmation_answered_after_90_seconds(stack, on_failure):
             if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
             and (e[1].get("data") or {}).get("type") == "request:interaction:done"]
     assert any(d["data"]["data"]["interaction_id"] == interaction_id for d in done), done
+
+
+def test_encrypted_chat_in_a_dm_between_two_browsers(stack, on_failure):
+    """Alice starts an encrypted chat in her DM with Bob (Open WebUI's `encryption:*` packet relay; the
+    browsers do the MLS cryptography). Bob's DM page is told a chat is in progress and he joins it; Alice's
+    page admits him, a line from each reaches the other and is shown delivered, and when Bob leaves, Alice
+    sees him go. The relay only sees ciphertext; every packet arrives in order (the pages drop a session on
+    any gap)."""
+    from selenium.webdriver.common.keys import Keys
+
+    alice, bob = stack.add_user("alice-e2ee"), stack.add_user("bob-e2ee")
+    dm = stack.owui.api_ok("POST", "/api/v1/channels/create", alice.token, {"type": "dm", "user_ids": [bob.id]})
+    ba, bb = stack.browser("alice-e2ee"), stack.browser("bob-e2ee")
+    for b, u in ((ba, alice), (bb, bob)):
+        sign_in(b, u)
+        socket_connected_as(b, b.local_storage_token())
+        b.get(f"/channels/{dm['id']}")
+        b.wait_for('nav button[aria-label="Conversation options"]')
+
+    ba.find('nav button[aria-label="Conversation options"]').click()
+    from selenium.webdriver.common.by import By
+
+    ba.wait(lambda: [e for e in ba.driver.find_elements(By.XPATH, "//button[@role='menuitem'][normalize-space()='Encrypted Chat']")
+                     if e.is_displayed()], what="the Encrypted Chat menu item")[0].click()
+    ba.wait(lambda: "/encrypted" in ba.driver.current_url, what="Alice on the encrypted chat page")
+    ba.wait(lambda: "end-to-end encrypted" in ba.body_text(), what="Alice's encrypted chat active")
+
+    join = bb.wait_for('button[aria-label="Join encrypted chat"]')
+    join.click()
+    bb.wait(lambda: "/encrypted" in bb.driver.current_url, what="Bob on the encrypted chat page")
+    bb.wait(lambda: "end-to-end encrypted" in bb.body_text() or "joined" in bb.body_text(),
+            what="Bob admitted to the encrypted chat")
+    ba.wait(lambda: f"{bob.name} joined" in ba.body_text(), what="Bob joined, on Alice's page")
+
+    def say(b: R.Browser, line: str) -> None:
+        box = b.wait_for("#chat-input")
+        box.click()
+        box.send_keys(line)
+        b.wait(lambda: b.find("#send-message-button") and b.find("#send-message-button").is_enabled(),
+               what="the send button enabled")
+        box.send_keys(Keys.ENTER)
+
+    to_bob, to_alice = "sealed for Bob " + uuid.uuid4().hex[:6], "sealed for Alice " + uuid.uuid4().hex[:6]
+    say(ba, to_bob)
+    bb.wait(lambda: to_bob in bb.body_text(), what="Alice's encrypted line on Bob's page")
+    ba.wait(lambda: "Delivered" in ba.body_text(), what="Alice's line shown delivered (Bob's receipt)")
+    say(bb, to_alice)
+    ba.wait(lambda: to_alice in ba.body_text(), what="Bob's encrypted line on Alice's page")
+
+    # What went over the sockets: sequenced relay events, never the plain text.
+    for b in (ba, bb):
+        relayed = [e[1] for k, _, e in b.socketio_events("in")
+                   if k == "event" and e and e[0] == "encryption:event" and len(e) > 1 and isinstance(e[1], dict)]
+        sequences = [r["sequence"] for r in relayed if "sequence" in r]
+        assert len(sequences) >= 2 and sequences == list(range(1, len(sequences) + 1)), sequences
+        frames = " ".join(f["data"] for f in b.socketio_frames())
+        assert to_bob not in frames and to_alice not in frames, "plain text on the wire"
+    assert stack.redis.client().command("KEYS", f"{R.PREFIX}:encryption:*"), "no relay state in Redis"
+
+    bb.js("Array.from(document.querySelectorAll('nav button')).find(x => x.innerText.trim() == 'Leave').click()")
+    bb.wait(lambda: "/encrypted" not in bb.driver.current_url, what="Bob back in the DM")
+    ba.wait(lambda: ba.find('button[aria-label="1 participants"]') or ba.find('button[aria-label="1 participant"]'),
+            what="Alice alone in the encrypted chat")
+    _companion_ran(stack, "encryption:")
