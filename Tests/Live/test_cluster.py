@@ -135,6 +135,21 @@ def cluster(servers, redis_server):
 # ---------------------------------------------------------------------------------------
 
 
+def _dispatch_in_wire_order(sio: socketio.Client) -> None:
+    """python-engineio's sync client hands every incoming message to a thread of its own, so what
+    handlers record is not the order of arrival (two messages a microsecond apart were seen swapped).
+    Run them on the read loop instead: in wire order. The handlers here only record or return an ack
+    value, so they never block the read loop."""
+    eio = sio.eio
+    trigger = getattr(eio, "_trigger_event", None)
+    assert callable(trigger), "python-engineio changed: Peer cannot record events in wire order"
+
+    def in_wire_order(event, *args, run_async=False, **kwargs):
+        return trigger(event, *args, run_async=run_async and event != "message", **kwargs)
+
+    eio._trigger_event = in_wire_order
+
+
 class Peer:
     """A python-socketio client (WebSocket only) that records every event it receives."""
 
@@ -146,6 +161,7 @@ class Peer:
         self.namespaces = tuple(namespaces)
         self.auth = auth
         self.sio = socketio.Client(reconnection=False, request_timeout=TIMEOUT)
+        _dispatch_in_wire_order(self.sio)
         self.cond = threading.Condition()
         self.got: dict[tuple[str, str], list[tuple]] = collections.defaultdict(list)
         self.disconnect_reasons: list[tuple[str, tuple]] = []
