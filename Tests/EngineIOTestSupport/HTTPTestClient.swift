@@ -4,7 +4,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
-@testable import EngineIO
+import EngineIO
 
 // Test support shared by EngineIOTests and SocketIOTests: raw HTTP/1.1 and WebSocket bytes written
 // into an `EmbeddedChannel` running `EnginePipeline`, and the raw answers parsed back.

@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 
-@testable import Redis
+import Redis
 
 /// Shared by the Redis and Presence tests.
 /// A throw-away `redis-server` for one test: its own free loopback port, its own directory and config, no
