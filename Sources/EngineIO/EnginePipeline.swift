@@ -57,7 +57,7 @@ public enum EnginePipeline {
         guard let session = endpoint.session(id: sid) else {
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        return session.eventLoop.submit { session.canAcceptProbe() ? HTTPHeaders() : nil }
+        return session.eventLoop.submit { session.admitsWebSocketRequest() ? HTTPHeaders() : nil }
             .hop(to: channel.eventLoop)
     }
 
@@ -99,7 +99,10 @@ public enum EnginePipeline {
                 .hop(to: channel.eventLoop)
                 .flatMapThrowing { accepted in
                     guard accepted else {
-                        channel.close(promise: nil)
+                        // Upgraded already, or another probe is running: closed as the reference
+                        // server closes it, with a close frame that carries no status.
+                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer()))
+                            .whenComplete { _ in channel.close(promise: nil) }
                         return
                     }
                     try channel.pipeline.syncOperations.addHandler(

@@ -43,9 +43,10 @@ public final class EngineSession: @unchecked Sendable {
 
     enum Upgrade {
         case none
-        /// A WebSocket is probing; GETs get a `6` so the client stops polling. Its frame writer
-        /// becomes the session's on upgrade.
-        case probing(Channel, timeout: LoopTimers.Timer, writer: WebSocketFrameWriter?)
+        /// A WebSocket is probing. Polling carries packets as before until the probe's `2probe`;
+        /// from then on GETs get a `6` so the client stops polling (as the reference server does).
+        /// Its frame writer becomes the session's on upgrade.
+        case probing(Channel, timeout: LoopTimers.Timer, writer: WebSocketFrameWriter?, pinged: Bool)
         case done
     }
 
@@ -220,7 +221,7 @@ public final class EngineSession: @unchecked Sendable {
 
     /// Answers a parked poll once per loop tick, so packets sent together leave together.
     private func schedulePollFlush() {
-        guard pendingPoll != nil, !pollFlushScheduled, case .none = upgrade else { return }
+        guard pendingPoll != nil, !pollFlushScheduled, pollCarriesPackets else { return }
         pollFlushScheduled = true
         eventLoop.execute {
             self.pollFlushScheduled = false
@@ -228,8 +229,17 @@ public final class EngineSession: @unchecked Sendable {
         }
     }
 
+    /// Whether a poll may be answered with queued packets: not once the probe has pinged (the
+    /// packets then wait for the WebSocket, so none can arrive out of order on two transports).
+    private var pollCarriesPackets: Bool {
+        switch upgrade {
+        case .none, .probing(_, _, _, pinged: false): return true
+        case .probing(_, _, _, pinged: true), .done: return false
+        }
+    }
+
     private func flushPoll() {
-        guard let poll = pendingPoll, !pollQueue.isEmpty else { return }
+        guard let poll = pendingPoll, !pollQueue.isEmpty, pollCarriesPackets else { return }
         pendingPoll = nil
         poll.succeed(drainPollQueue())
     }
@@ -263,11 +273,11 @@ public final class EngineSession: @unchecked Sendable {
         case .done:
             promise.fail(EngineHTTPError.badRequest)
             return
-        case .probing:
+        case .probing(_, _, _, pinged: true):
             guard pendingPoll == nil else { return concurrentPoll(promise) }
             promise.succeed(Self.noopPayload)
             return
-        case .none:
+        case .none, .probing(_, _, _, pinged: false):
             break
         }
         guard pendingPoll == nil else { return concurrentPoll(promise) }
@@ -348,7 +358,15 @@ public final class EngineSession: @unchecked Sendable {
 
     // MARK: Upgrade
 
-    /// A WebSocket for this session passed the HTTP upgrade. Returns false if it must be refused.
+    /// Whether a WebSocket request naming this session gets its HTTP upgrade: as with the reference
+    /// server, any open session does; one that cannot take a probe (already upgraded, or probing)
+    /// is then closed by `attachProbe` returning false.
+    func admitsWebSocketRequest() -> Bool {
+        eventLoop.assertInEventLoop()
+        return !isClosed
+    }
+
+    /// Whether a probe can start now.
     func canAcceptProbe() -> Bool {
         eventLoop.assertInEventLoop()
         guard !isClosed, case .polling = transport, case .none = upgrade else { return false }
@@ -361,19 +379,20 @@ public final class EngineSession: @unchecked Sendable {
         let timeout = timers.schedule(in: configuration.upgradeTimeout) { [self] in
             probeFailed(channel, closeIt: true)
         }
-        upgrade = .probing(channel, timeout: timeout, writer: Self.usable(frameWriter, on: eventLoop))
+        upgrade = .probing(channel, timeout: timeout, writer: Self.usable(frameWriter, on: eventLoop), pinged: false)
         return true
     }
 
     /// A packet that arrived on the probing WebSocket.
     func receiveProbe(_ packet: EnginePacket, from channel: Channel) {
         eventLoop.assertInEventLoop()
-        guard case .probing(let probe, let timeout, let writer) = upgrade, probe === channel, !isClosed else {
+        guard case .probing(let probe, let timeout, let writer, _) = upgrade, probe === channel, !isClosed else {
             channel.close(promise: nil)
             return
         }
         switch packet {
         case .text(.ping, let data) where data.readableBytesView.elementsEqual("probe".utf8):
+            upgrade = .probing(probe, timeout: timeout, writer: writer, pinged: true)
             write(.make(.pong, "probe"), to: channel)
             // Release the pending poll so the client can pause polling and send `5`.
             if let poll = pendingPoll {
@@ -405,7 +424,7 @@ public final class EngineSession: @unchecked Sendable {
     /// The probe WebSocket closed or failed: the session stays on polling.
     func probeFailed(_ channel: Channel, closeIt: Bool) {
         eventLoop.assertInEventLoop()
-        guard case .probing(let probe, let timeout, _) = upgrade, probe === channel else { return }
+        guard case .probing(let probe, let timeout, _, _) = upgrade, probe === channel else { return }
         timeout.cancel()
         upgrade = .none
         if closeIt { channel.close(promise: nil) }
@@ -416,7 +435,7 @@ public final class EngineSession: @unchecked Sendable {
     /// connection is still open and is closed with that WebSocket close code.
     func websocketClosed(_ channel: Channel, reason: DisconnectReason, code: WebSocketErrorCode? = nil, detail: String? = nil) {
         eventLoop.assertInEventLoop()
-        if case .probing(let probe, _, _) = upgrade, probe === channel {
+        if case .probing(let probe, _, _, _) = upgrade, probe === channel {
             probeFailed(channel, closeIt: false)
             if let code { Self.closeWebSocket(channel, code: code) }
             return
@@ -480,7 +499,7 @@ public final class EngineSession: @unchecked Sendable {
         heartbeat.stop()
         heartbeatTimer?.cancel()
         heartbeatTimer = nil
-        if case .probing(let probe, let timeout, _) = upgrade {
+        if case .probing(let probe, let timeout, _, _) = upgrade {
             timeout.cancel()
             probe.close(promise: nil)
         }

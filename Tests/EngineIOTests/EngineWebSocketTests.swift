@@ -19,6 +19,8 @@ private func closeFrame(_ code: UInt16) -> RawWebSocketFrame {
     RawWebSocketFrame(fin: true, opcode: opClose, payload: [UInt8(code >> 8), UInt8(code & 0xFF)])
 }
 
+private let closeWithoutStatus = RawWebSocketFrame(fin: true, opcode: opClose, payload: [])
+
 @Suite("Engine.IO WebSocket transport over EnginePipeline")
 struct EngineWebSocketTests {
     /// Upgrades a new connection to a WebSocket session; returns it and its sid.
@@ -278,13 +280,35 @@ struct EngineWebSocketTests {
         #expect(!session.isClosed)
     }
 
-    @Test func pollDuringProbeIsAnsweredWithNoop() throws {
+    @Test func pollBeforeTheProbePingStillCarriesPackets() throws {
         let harness = EngineHarness()
         let (sid, _) = try harness.handshake()
-        _ = try harness.probe(sid)
+        let session = try #require(harness.application.session(sid))
+        let probe = try harness.probe(sid)
         let poller = try harness.connect()
         try poller.get(Target.polling(sid))
-        #expect(try poller.expectResponse().bodyString == "6")
+        #expect(try poller.readResponse() == nil, "parked, as on a session that is not upgrading")
+        session.sendMessage(.text(ByteBuffer(string: "on polling")))
+        harness.loop.run()
+        #expect(try poller.expectResponse().bodyString == "4on polling")
+        try probe.sendText("2probe")
+        #expect(try probe.readFrames() == [textFrame("3probe")])
+    }
+
+    @Test func pollAfterTheProbePingIsAnsweredWithNoop() throws {
+        let harness = EngineHarness()
+        let (sid, _) = try harness.handshake()
+        let session = try #require(harness.application.session(sid))
+        let probe = try harness.probe(sid)
+        try probe.sendText("2probe")
+        #expect(try probe.readFrames() == [textFrame("3probe")])
+        session.sendMessage(.text(ByteBuffer(string: "for the websocket")))
+        harness.loop.run()
+        let poller = try harness.connect()
+        try poller.get(Target.polling(sid))
+        #expect(try poller.expectResponse().bodyString == "6", "a noop, and the packet waits for the upgrade")
+        try probe.sendText("5")
+        #expect(try probe.readFrames() == [textFrame("4for the websocket")])
     }
 
     @Test func unexpectedPacketDuringProbeFailsTheProbeOnly() throws {
@@ -333,7 +357,7 @@ struct EngineWebSocketTests {
         #expect(response.bodyString == #"{"code":1,"message":"Session ID unknown"}"#)
     }
 
-    @Test func secondProbeIsRefusedWhileOneIsInProgress() throws {
+    @Test func secondProbeWhileOneIsInProgressIsUpgradedThenClosed() throws {
         let harness = EngineHarness()
         let (sid, _) = try harness.handshake()
         let first = try harness.connect()
@@ -341,8 +365,29 @@ struct EngineWebSocketTests {
         #expect(try first.expectResponse().status == 101)
         let second = try harness.connect()
         try second.upgrade(Target.websocket(sid))
-        let response = try second.expectResponse()
-        #expect(response.status == 400)
+        #expect(try second.expectResponse().status == 101, "as the reference server: upgraded, then closed")
+        #expect(try second.readFrames() == [closeWithoutStatus])
+        #expect(!second.isActive)
         #expect(first.isActive)
+        try first.sendText("2probe")
+        #expect(try first.readFrames() == [textFrame("3probe")])
+    }
+
+    @Test func webSocketForAnUpgradedSessionIsUpgradedThenClosed() throws {
+        let harness = EngineHarness()
+        let (sid, _) = try harness.handshake()
+        let session = try #require(harness.application.session(sid))
+        let probe = try harness.probe(sid)
+        try probe.sendText("2probe")
+        _ = try probe.readFrames()
+        try probe.sendText("5")
+        let late = try harness.connect()
+        try late.upgrade(Target.websocket(sid))
+        #expect(try late.expectResponse().status == 101)
+        #expect(try late.readFrames() == [closeWithoutStatus], "no open packet, a close without status")
+        #expect(!late.isActive)
+        #expect(!session.isClosed, "the upgraded session is untouched")
+        session.sendMessage(.text(ByteBuffer(string: "still mine")))
+        #expect(try probe.readFrames() == [textFrame("4still mine")])
     }
 }

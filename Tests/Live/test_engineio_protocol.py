@@ -314,9 +314,29 @@ def test_upgrade_ignores_websocket_connection_with_same_sid_after_upgrade(confor
     assert ws_recv_msg(socket) == "3probe"
     assert ws_recv_msg(socket) == "4sync"
     how = ws_open_refused_or_closed(ws_url(conformance, f"EIO=4&transport=websocket&sid={p.sid}"))
-    print("second websocket with the upgraded sid:", how)
+    # As the reference server: the upgrade is accepted, then closed with a close frame and no status.
+    assert how.startswith("upgraded, then closed (close frame, code=None)"), how
     socket.send("4hello")
     assert ws_recv_msg(socket) == "4hello"
+
+
+def test_poll_during_an_upgrade_is_answered_as_the_reference_answers_it(conformance):
+    """Until the probe's `2probe`, polling goes on (an echo comes back on a poll); after it, a poll is
+    answered with a noop and the session's packets wait for the WebSocket."""
+    p = init_long_polling_session(conformance)
+    socket = eio_ws_open(conformance, sid=p.sid)
+    p.post_ok("4before the probe ping")
+    body = text(p.get())
+    if body == "2":
+        p.post_ok("3")
+        body = text(p.get())
+    assert body == "4before the probe ping"
+    socket.send("2probe")
+    assert ws_recv_msg(socket) == "3probe"
+    p.post_ok("4after the probe ping")
+    assert text(p.get()) == "6"
+    socket.send("5")
+    assert ws_recv_msg(socket) == "4after the probe ping"
 
 
 # =======================================================================================
