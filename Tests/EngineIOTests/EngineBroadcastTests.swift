@@ -113,12 +113,7 @@ struct EngineBroadcastTests {
 
     @Test func aProbeUpgradedSessionWritesBroadcastFramesOnItsWebSocket() throws {
         let harness = EngineHarness()
-        let (sid, _) = try harness.handshake()
-        let session = try #require(harness.application.session(sid))
-        let probe = try harness.probe(sid)
-        try probe.sendText("2probe")
-        #expect(try probe.readFrames() == [Self.text("3probe")])
-        try probe.sendText("5")
+        let (_, session, probe) = try harness.upgradedSession()
 
         #expect(session.sendBroadcast(EngineBroadcastPackets([.text(ByteBuffer(string: "42[\"up\"]"))])))
         #expect(try probe.readFrames().isEmpty)

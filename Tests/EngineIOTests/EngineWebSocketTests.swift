@@ -375,12 +375,7 @@ struct EngineWebSocketTests {
 
     @Test func webSocketForAnUpgradedSessionIsUpgradedThenClosed() throws {
         let harness = EngineHarness()
-        let (sid, _) = try harness.handshake()
-        let session = try #require(harness.application.session(sid))
-        let probe = try harness.probe(sid)
-        try probe.sendText("2probe")
-        _ = try probe.readFrames()
-        try probe.sendText("5")
+        let (sid, session, probe) = try harness.upgradedSession()
         let late = try harness.connect()
         try late.upgrade(Target.websocket(sid))
         #expect(try late.expectResponse().status == 101)

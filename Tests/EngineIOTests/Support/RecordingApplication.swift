@@ -107,6 +107,23 @@ final class EngineHarness {
         return probe
     }
 
+    /// A polling session upgraded through a probe (`2probe`, `3probe`, `5`): its id, the session
+    /// and the WebSocket that now carries it.
+    func upgradedSession(
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (sid: String, session: EngineSession, websocket: TestConnection) {
+        let (sid, _) = try handshake()
+        let session = try #require(application.session(sid), sourceLocation: sourceLocation)
+        let probe = try probe(sid, sourceLocation: sourceLocation)
+        try probe.sendText("2probe")
+        #expect(
+            try probe.readFrames() == [RawWebSocketFrame(fin: true, opcode: 0x1, payload: Array("3probe".utf8))],
+            sourceLocation: sourceLocation
+        )
+        try probe.sendText("5")
+        return (sid, session, probe)
+    }
+
     func finish() {
         for connection in connections { connection.close() }
         connections.removeAll()
