@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "EngineIO", targets: ["EngineIO"]),
         .library(name: "SocketIO", targets: ["SocketIO"]),
         .library(name: "Redis", targets: ["Redis"]),
+        // The decoders' properties, for the fuzz targets in Fuzz/ (a package of its own).
+        .library(name: "FuzzChecks", targets: ["FuzzChecks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -169,6 +171,19 @@ let package = Package(
             ]
         ),
         .target(
+            name: "FuzzChecks",
+            dependencies: [
+                "Auth",
+                "Cluster",
+                "EngineIO",
+                "Redis",
+                "SocketIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "EngineIOTestSupport",
             dependencies: [
                 "EngineIO",
@@ -291,6 +306,10 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
+        ),
+        .testTarget(
+            name: "FuzzChecksTests",
+            dependencies: ["FuzzChecks"]
         ),
     ],
     swiftLanguageModes: [.v6]

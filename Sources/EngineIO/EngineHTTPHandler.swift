@@ -75,8 +75,8 @@ public struct EngineRouter: Sendable {
 }
 
 /// Splits a request target into its path and decoded query parameters.
-enum RequestTarget {
-    static func parse(_ uri: String) -> (path: Substring, query: [String: String]) {
+package enum RequestTarget {
+    package static func parse(_ uri: String) -> (path: Substring, query: [String: String]) {
         guard let questionMark = uri.firstIndex(of: "?") else { return (uri[...], [:]) }
         var query: [String: String] = [:]
         for pair in uri[uri.index(after: questionMark)...].split(separator: "&") {
