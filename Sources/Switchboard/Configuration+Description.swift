@@ -75,3 +75,33 @@ public func redactingPassword(_ url: String) -> String {
     guard let colon = afterScheme.firstIndex(of: ":") else { return url }
     return String(userinfo[..<colon]) + ":***@" + parts[1]
 }
+
+// Settings that hold secrets (the JWT secret, the API key, Redis passwords) print without them,
+// wherever a value that holds them is logged or dumped.
+extension SwitchboardConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String { describe(self) }
+    public var debugDescription: String { description }
+}
+
+extension SwitchboardConfiguration.AuthSettings: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        "AuthSettings(jwt-secret: \(jwtSecret == nil ? "none" : "set"), jwt-secret-file: \(jwtSecretFile ?? "none"), "
+            + "public-key-file: \(publicKeyFile ?? "none"), mode: \(mode.rawValue))"
+    }
+    public var debugDescription: String { description }
+}
+
+extension SwitchboardConfiguration.APISettings: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        "APISettings(key: \(key == nil ? "none" : "set"), key-file: \(keyFile ?? "none"), port: \(port.map(String.init) ?? "main"))"
+    }
+    public var debugDescription: String { description }
+}
+
+extension SwitchboardConfiguration.ClusterSettings: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        "ClusterSettings(redis-url: \(redisURL.map(redactingPassword) ?? "none"), "
+            + "auth-redis-url: \(authRedisURL.map(redactingPassword) ?? "redis-url"))"
+    }
+    public var debugDescription: String { description }
+}

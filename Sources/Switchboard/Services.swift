@@ -102,3 +102,15 @@ struct RevalidationService: Service {
         revalidator.stop()
     }
 }
+
+// ServiceLifecycle logs every service with `String(describing:)`, which would print its stored
+// properties — configuration and keys among them. Each service is described by its name alone.
+extension StatsService: CustomStringConvertible { var description: String { "StatsService" } }
+extension BackendClientService: CustomStringConvertible { var description: String { "BackendClientService" } }
+extension RedisClientService: CustomStringConvertible { var description: String { "RedisClientService" } }
+extension ClusterService: CustomStringConvertible { var description: String { "ClusterService" } }
+extension PresenceService: CustomStringConvertible { var description: String { "PresenceService" } }
+extension PythonBridgeService: CustomStringConvertible { var description: String { "PythonBridgeService" } }
+extension ReloadService: CustomStringConvertible { var description: String { "ReloadService" } }
+extension RevalidationService: CustomStringConvertible { var description: String { "RevalidationService" } }
+extension SwitchboardService: CustomStringConvertible { public var description: String { "SwitchboardService" } }

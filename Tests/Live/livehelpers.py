@@ -81,6 +81,24 @@ def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait(timeout=10)
 
 
+# A JWT: two base64url JSON segments and a signature (tokens start with `{"` encoded: `eyJ`).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_SECRET_OPTIONS = ("--api-key", "--jwt-secret")
+_SECRET_ENV = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.I)
+
+
+def secrets_in_logs(text: str, args: list[str], env: dict | None) -> list[str]:
+    """What of a node's output must never be logged: any JWT, and the keys and secrets it was given
+    (options named for them, environment variables named KEY, SECRET, TOKEN or PASSWORD)."""
+    found = [f"a JWT ({m.group(0)[:12]}…)" for m in _JWT.finditer(text)]
+    given = [args[i + 1] for i, a in enumerate(args[:-1]) if a in _SECRET_OPTIONS]
+    given += [v for k, v in (env or {}).items() if _SECRET_ENV.search(k) and isinstance(v, str)]
+    for value in given:
+        if len(value) >= 8 and value in text:
+            found.append(f"a configured secret ({value[:3]}…)")
+    return found[:5]
+
+
 class ServerProcess:
     """One switchboard process started with --port 0; the port comes from its ready line."""
 
@@ -170,6 +188,8 @@ class ServerProcess:
         self.returncode_at_stop = self.proc.returncode
         self._stderr_file.close()
         _LIVE.discard(self)
+        leaked = secrets_in_logs("\n".join(self.stdout_lines) + "\n" + self.stderr_text(), self.args, self.env)
+        assert not leaked, f"{self.name} logged secrets: {leaked}"
         return self.proc.returncode
 
     def cleanup_files(self) -> None:

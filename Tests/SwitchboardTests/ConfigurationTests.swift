@@ -32,6 +32,29 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(config.logLevel, .info)
     }
 
+    func testSecretsNeverPrintWithTheConfiguration() throws {
+        let secret = "jwt-secret-0123456789", apiKey = "api-key-0123456789", password = "redis-pass-0123456789"
+        let config = try read(
+            flags: ["jwt-secret": secret, "api-key": apiKey, "redis-url": "redis://app:\(password)@127.0.0.1:6379"],
+            env: ["REDIS_URL": "redis://:\(password)@10.0.0.1:6379"]
+        )
+        XCTAssertEqual(config.auth.jwtSecret, secret)
+        // What logging or a dump of any value holding them would print.
+        let printed = [
+            String(describing: config), String(reflecting: config),
+            String(describing: config.auth), String(reflecting: config.auth),
+            String(describing: config.api), String(reflecting: config.api),
+            String(describing: config.cluster), String(reflecting: config.cluster),
+            String(describing: (config.auth, config.api, config.cluster)),
+        ]
+        for text in printed {
+            for value in [secret, apiKey, password] {
+                XCTAssertFalse(text.contains(value), "\(value) printed in \(text)")
+            }
+        }
+        XCTAssertTrue(String(describing: config.auth).contains("jwt-secret: set"))
+    }
+
     func testRedisURLFallsBackToOpenWebUIsRedisURL() throws {
         XCTAssertEqual(try read(env: ["REDIS_URL": "redis://a:6379/0"]).cluster.redisURL, "redis://a:6379/0")
         let both = try read(env: ["REDIS_URL": "redis://a:6379/0", "WEBSOCKET_REDIS_URL": "redis://b:6379/1"])
