@@ -674,7 +674,12 @@ def test_websocket_close_then_sid_is_unknown(conformance):
 
 
 def _serve_handshake(node, path: str, headers=None):
+    """A polling handshake; the session it opens is closed again (a client's `1`), so the node's
+    drain at teardown has no idle session to wait out."""
     r = http_get(f"{node.base}{path}?EIO=4&transport=polling", headers=headers or {})
+    if r.status_code == 200:
+        sid = json.loads(text(r)[1:])["sid"]
+        http_post(f"{node.base}{path}?EIO=4&transport=polling&sid={sid}", "1", headers=headers or {})
     return r
 
 
