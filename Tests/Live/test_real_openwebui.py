@@ -235,7 +235,8 @@ def test_sign_in_and_live_socket(stack, on_failure):
 
 def test_streamed_chat_completion(stack, on_failure):
     """A chat in the front end: Open WebUI streams the model's answer to the page over the socket
-    (`events` / `chat:completion`), the page shows it, and it is saved with the chat."""
+    (`events`: `response:completion` deltas, then `chat:completion` with `done`), the page shows it, and
+    it is saved with the chat."""
     bob = stack.add_user("bob")
     reply = "Switchboard carried these streamed words " + uuid.uuid4().hex[:8]
     stack.fake.set_reply("tell me a streamed story", reply)
@@ -249,11 +250,18 @@ def test_streamed_chat_completion(stack, on_failure):
 
     box.send_keys(Keys.ENTER)
     b.wait(lambda: reply in b.body_text(), what="the streamed reply on the page")
-    completion_frames = [e for kind, _, e in b.socketio_events("in")
-                         if kind == "event" and e and e[0] == "events" and len(e) > 1
-                         and isinstance(e[1], dict) and (e[1].get("data") or {}).get("type") == "chat:completion"]
-    assert completion_frames, "the answer did not arrive as chat:completion events over the socket"
-    assert len(completion_frames) >= 2, f"not streamed: {len(completion_frames)} chat:completion event(s)"
+    # 0.12.4 streams the answer as `response:completion` deltas and ends it with a `chat:completion`
+    # carrying `done: true`, which can come a moment after the text is on the page.
+
+    def events_of(kind: str) -> list[dict]:
+        return [e[1] for k, _, e in b.socketio_events("in")
+                if k == "event" and e and e[0] == "events" and len(e) > 1 and isinstance(e[1], dict)
+                and (e[1].get("data") or {}).get("type") == kind]
+
+    b.wait(lambda: any((e["data"].get("data") or {}).get("done") is True for e in events_of("chat:completion")),
+           what="the chat:completion that ends the stream")
+    deltas = events_of("response:completion")
+    assert len(deltas) >= 2, f"not streamed: {len(deltas)} response:completion event(s)"
     assert stack.fake.completions(stream=True), "Open WebUI did not ask the model for a stream"
     # Saved: the chat Open WebUI stored has the whole answer.
     chat_id = b.wait(lambda: b.driver.current_url.split("/c/")[1] if "/c/" in b.driver.current_url else None,
