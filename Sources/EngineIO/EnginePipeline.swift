@@ -101,8 +101,7 @@ public enum EnginePipeline {
                     guard accepted else {
                         // Upgraded already, or another probe is running: closed as the reference
                         // server closes it, with a close frame that carries no status.
-                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer()))
-                            .whenComplete { _ in channel.close(promise: nil) }
+                        EngineSession.closeWebSocket(channel, code: nil)
                         return
                     }
                     try channel.pipeline.syncOperations.addHandler(

@@ -447,9 +447,10 @@ public final class EngineSession: @unchecked Sendable {
         close(reason: reason, detail: detail, webSocketCode: code)
     }
 
-    static func closeWebSocket(_ channel: Channel, code: WebSocketErrorCode) {
+    /// Sends a close frame (with `code`, or with no status when nil) and closes the connection.
+    static func closeWebSocket(_ channel: Channel, code: WebSocketErrorCode?) {
         var data = channel.allocator.buffer(capacity: 2)
-        data.write(webSocketErrorCode: code)
+        if let code { data.write(webSocketErrorCode: code) }
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
             .whenComplete { _ in channel.close(promise: nil) }
     }

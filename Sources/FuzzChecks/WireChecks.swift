@@ -165,9 +165,8 @@ public enum WireChecks {
 
     /// A request target (path and query) as the HTTP handler splits and percent-decodes it.
     public static func requestTarget(_ bytes: UnsafeRawBufferPointer) {
-        let (path, query) = RequestTarget.parse(String(decoding: bytes, as: UTF8.self))
+        let (path, _) = RequestTarget.parse(String(decoding: bytes, as: UTF8.self))
         precondition(!path.contains("?"), "the path kept a query")
-        _ = query
     }
 
     /// Whatever a client sends on a fresh connection: HTTP requests (polling, handshakes, upgrades)
