@@ -6,6 +6,10 @@ import Testing
 
 @testable import Redis
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 private func connect(
     _ server: TestRedisServer,
     _ configure: (inout RedisConfiguration) -> Void = { _ in }
@@ -133,7 +137,22 @@ struct RedisConnectionTests {
     }
 
     @Test func connectFailureIsTyped() async throws {
-        let port = try TestRedisServer.freePort()
+        // A port bound but not listening refuses connections, and stays ours while the test runs: a
+        // port that was merely free can be taken by a test server starting in parallel.
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(socket >= 0)
+        defer { Glibc.close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
+            }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
         let error = await #expect(throws: RedisError.self) {
             _ = try await RedisConnection.connect(
                 configuration: RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port)),
