@@ -193,8 +193,9 @@ final class UsersOnlineCount: Sendable {
 
 /// `/dashboard`: one self-contained page (no external assets) that polls `/dashboard/data` for the
 /// whole cluster: nodes with liveness, connections, rooms and messages per second; top rooms; users
-/// online; Redis status. Room names and users are not public: the data needs the API key (the page
-/// takes it from its `?key=` parameter), and without a key configured the dashboard is off.
+/// online; Redis status. Room names and users are not public: the data needs the API key in an
+/// `Authorization` header (the page asks for it and keeps it for the tab only), never in the URL, where
+/// proxies' access logs and browser history would keep it. Without a key configured the dashboard is off.
 struct DashboardResponder: HTTPResponder {
     let keys: SecretBox
     let reporter: StatsReporter
@@ -229,7 +230,15 @@ struct DashboardResponder: HTTPResponder {
                     BackendAPI.json(.forbidden, ["error": "the dashboard is off: no API key is configured"])
                 )
             }
-            let presented = request.head.headers.first(name: "Authorization").map(BackendAPI.bearerToken) ?? request.query["key"]
+            guard request.query["key"] == nil else {
+                return eventLoop.makeSucceededFuture(
+                    BackendAPI.json(
+                        .badRequest,
+                        ["error": "the API key goes in the Authorization header, never in the URL"]
+                    )
+                )
+            }
+            let presented = request.head.headers.first(name: "Authorization").map(BackendAPI.bearerToken)
             guard let presented, BackendAPI.constantTimeEqual(presented, key) else {
                 return eventLoop.makeSucceededFuture(BackendAPI.json(.unauthorized, ["error": "the dashboard needs the API key"]))
             }

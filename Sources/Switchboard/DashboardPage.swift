@@ -25,6 +25,10 @@ enum DashboardPage {
         <h1>Switchboard cluster</h1>
         <div class="muted">served by node <span id="this-node">…</span>, updated <span id="updated">never</span></div>
         <div id="error"></div>
+        <form id="sign-in" hidden>
+          <label>API key <input id="key" type="password" autocomplete="current-password" required></label>
+          <button type="submit">Show the cluster</button>
+        </form>
         <div class="summary">
           <div class="card">nodes alive<b id="nodes-alive">–</b></div>
           <div class="card">connections<b id="connections">–</b></div>
@@ -39,8 +43,13 @@ enum DashboardPage {
         <table id="top-rooms"><thead><tr><th>room</th><th>members</th></tr></thead><tbody></tbody></table>
         <script>
         "use strict";
-        const key = new URLSearchParams(location.search).get("key") || "";
+        // The key stays in this tab (sessionStorage) and travels only in the Authorization header.
+        let key = sessionStorage.getItem("switchboard-key") || "";
         const $ = (id) => document.getElementById(id);
+        $("sign-in").addEventListener("submit", (e) => {
+          e.preventDefault(); key = $("key").value; sessionStorage.setItem("switchboard-key", key);
+          $("sign-in").hidden = true; refresh();
+        });
         function cell(row, text, cls) {
           const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; return td;
         }
@@ -67,10 +76,12 @@ enum DashboardPage {
           for (const r of data.top_rooms) { const row = rooms.insertRow(); cell(row, r.room); cell(row, r.members); }
         }
         async function refresh() {
+          if (!key) { $("sign-in").hidden = false; return; }
           try {
             const response = await fetch("dashboard/data".replace(/^/, location.pathname.replace(/dashboard\/?$/, "")),
                                           { headers: { "Authorization": "Bearer " + key }, cache: "no-store" });
             const body = await response.json();
+            if (response.status === 401) { key = ""; sessionStorage.removeItem("switchboard-key"); $("sign-in").hidden = false; }
             if (!response.ok) throw new Error(body.error || response.status);
             $("error").textContent = ""; render(body);
           } catch (e) { $("error").textContent = "cannot load the cluster's data: " + e.message; }

@@ -62,7 +62,12 @@ def test_dashboard_data_needs_the_api_key(servers):
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "<script" in page.text and "src=" not in page.text.split("<script", 1)[1].split(">", 1)[0]
     assert requests.get(node.base + "/dashboard/data", timeout=TIMEOUT).status_code == 401
-    assert requests.get(node.base + "/dashboard/data?key=wrong", timeout=TIMEOUT).status_code == 401
+    assert requests.get(node.base + "/dashboard/data?key=wrong", timeout=TIMEOUT).status_code == 400
+    # The right key in the URL is refused too: URLs are kept in access logs and browser history.
+    in_url = requests.get(node.base + f"/dashboard/data?key={API_KEY}", timeout=TIMEOUT)
+    assert in_url.status_code == 400 and "Authorization header" in in_url.json()["error"], in_url.text
+    assert requests.get(node.base + "/dashboard/data", headers={"Authorization": "Bearer wrong"},
+                        timeout=TIMEOUT).status_code == 401
     ok = requests.get(node.base + "/dashboard/data", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=TIMEOUT)
     assert ok.status_code == 200, ok.text
     body = ok.json()
@@ -89,7 +94,13 @@ def test_dashboard_shows_three_live_nodes_in_chromium(servers, redis_server, bro
         assert all(n["alive"] for n in body["nodes"]), body
         assert body["users_online"] == 6 and body["redis"] == "connected", body
 
-        browser.get(f"{nodes[1].base}/dashboard?key={API_KEY}")
+        # The page asks for the key; it then travels only in the Authorization header.
+        browser.get(f"{nodes[1].base}/dashboard")
+        wait_until(lambda: browser.find_element("id", "sign-in").is_displayed(), timeout=TIMEOUT,
+                   what="the page asking for the API key")
+        browser.find_element("id", "key").send_keys(API_KEY)
+        browser.find_element("css selector", "#sign-in button").click()
+        assert API_KEY not in browser.current_url
         rows = lambda: browser.execute_script(  # noqa: E731
             "return [...document.querySelectorAll('#nodes tbody tr')].map(r => "
             "({id: r.dataset.node, alive: r.dataset.alive, cells: [...r.cells].map(c => c.textContent)}))"
