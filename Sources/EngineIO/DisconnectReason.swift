@@ -14,6 +14,8 @@ public enum DisconnectReason: String, Sendable, CaseIterable, CustomStringConver
     case invalidPacket = "invalid_packet"
     /// A payload or message larger than maxPayload.
     case payloadTooLarge = "payload_too_large"
+    /// The client sent more Engine.IO packets a second than its limit (`ClientLimits.packetsPerSecond`).
+    case packetRate = "packet_rate"
     /// The client did not read fast enough and its outbound queue passed its bound.
     case slowConsumer = "slow_consumer"
     /// A second long-polling GET while one was pending.

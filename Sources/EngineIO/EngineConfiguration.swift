@@ -59,6 +59,8 @@ public struct EngineConfiguration: Sendable {
     /// Bytes a session may have queued for a client before it is dropped as a slow consumer.
     /// Default 4 MiB; must be at least `maxPayload`.
     public var maxOutboundBytes: Int
+    /// Per-address and per-session limits. Default none.
+    public var limits: ClientLimits
 
     public init(
         path: String = "/engine.io/",
@@ -68,7 +70,8 @@ public struct EngineConfiguration: Sendable {
         transports: EngineTransports = .all,
         upgradeTimeout: TimeAmount = .seconds(10),
         cors: CORSPolicy = .any,
-        maxOutboundBytes: Int = 4 * 1024 * 1024
+        maxOutboundBytes: Int = 4 * 1024 * 1024,
+        limits: ClientLimits = .none
     ) {
         self.path = path.hasSuffix("/") ? path : path + "/"
         self.pingInterval = pingInterval
@@ -78,5 +81,6 @@ public struct EngineConfiguration: Sendable {
         self.upgradeTimeout = upgradeTimeout
         self.cors = cors
         self.maxOutboundBytes = maxOutboundBytes
+        self.limits = limits
     }
 }

@@ -28,6 +28,19 @@ public struct EngineHTTPError: Error, Sendable, Equatable {
         status: .payloadTooLarge
     )
 
+    /// A handshake over the client address's rate (`ClientLimits.handshakesPerSecond`): retry later.
+    public static let tooManyHandshakes = EngineHTTPError(
+        code: 3,
+        message: "Too many handshakes from this address",
+        status: .tooManyRequests
+    )
+    /// A handshake from an address with `ClientLimits.connectionsPerAddress` sessions open.
+    public static let tooManyConnections = EngineHTTPError(
+        code: 3,
+        message: "Too many connections from this address",
+        status: .tooManyRequests
+    )
+
     /// A new session while the node drains: the client should try another node.
     public static let shuttingDown = EngineHTTPError(
         code: 3,

@@ -57,10 +57,20 @@ public struct EngineRouter: Sendable {
     public var fallback: HTTPResponder
     /// Close HTTP connections that send nothing for this long (half-open or stalled clients).
     public var idleTimeout: TimeAmount
+    /// A request's head must be complete within this time of the connection opening or of the previous
+    /// response: a client sending its headers a byte at a time (slow loris) never resets it, as it does the
+    /// idle timeout. Default 20 s.
+    public var requestHeadTimeout: TimeAmount
 
-    public init(endpoints: [EngineServer], fallback: HTTPResponder = NotFoundResponder(), idleTimeout: TimeAmount? = nil) {
+    public init(
+        endpoints: [EngineServer],
+        fallback: HTTPResponder = NotFoundResponder(),
+        idleTimeout: TimeAmount? = nil,
+        requestHeadTimeout: TimeAmount = .seconds(20)
+    ) {
         self.endpoints = endpoints
         self.fallback = fallback
+        self.requestHeadTimeout = requestHeadTimeout
         let longestPoll = endpoints.map { $0.configuration.pingInterval + $0.configuration.pingTimeout }.max() ?? .zero
         self.idleTimeout = idleTimeout ?? max(.seconds(60), longestPoll + .seconds(10))
     }
@@ -133,14 +143,49 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A poll parked at a session, so it can be withdrawn if this connection closes.
     private var parkedPoll: (EngineSession, EventLoopFuture<ByteBuffer>)?
     private var keepAlive = true
+    /// A WebSocket handshake the upgrader refused under a per-address limit, answered here.
+    private var refusedUpgrade: (reason: HandshakeRefusal, retryAfter: TimeAmount)?
+    /// Closes the connection if the next request's head is not complete in time.
+    private var headDeadline: Scheduled<Void>?
 
     init(router: EngineRouter) {
         self.router = router
     }
 
+    /// Called by the upgrader on this channel's loop, before the request's head reaches this handler.
+    func refuseUpgrade(_ reason: HandshakeRefusal, retryAfter: TimeAmount) {
+        refusedUpgrade = (reason, retryAfter)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { armHeadDeadline(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armHeadDeadline(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headDeadline?.cancel()
+        headDeadline = nil
+    }
+
+    private func armHeadDeadline(context: ChannelHandlerContext) {
+        headDeadline?.cancel()
+        let timeout = router.requestHeadTimeout
+        headDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            headDeadline = nil
+            guard parkedPoll == nil else { return }
+            context.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            headDeadline?.cancel()
+            headDeadline = nil
             keepAlive = head.isKeepAlive
             receiveHead(head, context: context)
         case .body(var chunk):
@@ -156,16 +201,7 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .collectingOther(let head, var body):
                 state = .waiting
                 if body.readableBytes + chunk.readableBytes > router.fallback.maxBodySize {
-                    keepAlive = false
-                    state = .discarding
-                    // The fallback serves JSON APIs: say why in their format.
-                    respond(
-                        status: .payloadTooLarge,
-                        headers: ["Content-Type": "application/json"],
-                        body: ByteBuffer(string: #"{"error":"request body too large"}"#),
-                        context: context
-                    )
-                    return
+                    return bodyTooLarge(context: context)
                 }
                 body.writeBuffer(&chunk)
                 state = .collectingOther(head, body)
@@ -189,6 +225,8 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        headDeadline?.cancel()
+        headDeadline = nil
         if let (session, future) = parkedPoll {
             parkedPoll = nil
             session.eventLoop.execute { session.pollAborted(future) }
@@ -218,6 +256,10 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let (path, query) = RequestTarget.parse(head.uri)
         guard let endpoint = router.endpoint(for: path) else {
+            // A declared length over the limit is refused at once, not after reading up to the limit.
+            if Self.declaredLength(head) > router.fallback.maxBodySize {
+                return bodyTooLarge(context: context)
+            }
             state = .collectingOther(head, ByteBuffer())
             return
         }
@@ -250,9 +292,24 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let sid = query["sid"] else {
             guard head.method == .GET else { return fail(.badHandshakeMethod, cors: cors, context: context) }
             guard endpoint.acceptsSessions else { return fail(.shuttingDown, cors: cors, context: context) }
+            if let refused = refusedUpgrade {
+                refusedUpgrade = nil
+                return refuse(refused.reason, retryAfter: refused.retryAfter, cors: cors, context: context)
+            }
             // A WebSocket handshake that reached this handler was not a valid upgrade request.
             guard transport == .polling else { return fail(.badRequest, cors: cors, context: context) }
-            return openPollingSession(endpoint: endpoint, head: head, query: query, cors: cors, context: context)
+            let admission = endpoint.admitHandshake(head: head, peer: context.channel.remoteAddress)
+            if let refused = admission.refusal {
+                return refuse(refused.reason, retryAfter: refused.retryAfter, cors: cors, context: context)
+            }
+            return openPollingSession(
+                endpoint: endpoint,
+                head: head,
+                query: query,
+                clientAddress: admission.address,
+                cors: cors,
+                context: context
+            )
         }
         guard let session = endpoint.session(id: sid) else {
             return fail(.unknownSession, cors: cors, context: context)
@@ -263,6 +320,9 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .waiting
             poll(session, cors: cors, context: context)
         case .POST:
+            guard Self.declaredLength(head) <= endpoint.configuration.maxPayload else {
+                return tooLarge(session: session, endpoint: endpoint, head: head, context: context)
+            }
             state = .collectingPayload(head, endpoint, session, ByteBuffer())
         default:
             fail(.badRequest, cors: cors, context: context)
@@ -273,13 +333,15 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         endpoint: EngineServer,
         head: HTTPRequestHead,
         query: [String: String],
+        clientAddress: String,
         cors: HTTPHeaders,
         context: ChannelHandlerContext
     ) {
         let handshake = EngineHandshakeInfo(
             query: query,
             headers: HTTPHeadersSnapshot(head.headers),
-            remoteAddress: context.channel.remoteAddress
+            remoteAddress: context.channel.remoteAddress,
+            clientAddress: clientAddress
         )
         let session = endpoint.openSession(on: context.eventLoop, transport: .polling, handshake: handshake)
         var body = ByteBuffer()
@@ -336,6 +398,26 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.fail(.badRequest, cors: cors, context: context)
             }
         }
+    }
+
+    /// The body length a request's `Content-Length` announces (0 without one: chunked bodies are counted as
+    /// they come).
+    private static func declaredLength(_ head: HTTPRequestHead) -> Int {
+        // The HTTP parser has checked it is digits: one that does not fit in an Int is too large.
+        guard let value = head.headers.first(name: "Content-Length") else { return 0 }
+        return Int(value) ?? .max
+    }
+
+    private func bodyTooLarge(context: ChannelHandlerContext) {
+        keepAlive = false
+        state = .discarding
+        // The fallback serves JSON APIs: say why in their format.
+        respond(
+            status: .payloadTooLarge,
+            headers: ["Content-Type": "application/json"],
+            body: ByteBuffer(string: #"{"error":"request body too large"}"#),
+            context: context
+        )
     }
 
     private func tooLarge(
@@ -403,6 +485,18 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         respond(status: .ok, headers: headers, body: body, context: context)
     }
 
+    /// 429 with `Retry-After`: the stock clients treat it as a failed attempt and retry after their backoff.
+    private func refuse(
+        _ reason: HandshakeRefusal,
+        retryAfter: TimeAmount,
+        cors: HTTPHeaders,
+        context: ChannelHandlerContext
+    ) {
+        var headers = cors
+        headers.add(name: "Retry-After", value: String(max(1, (retryAfter.nanoseconds + 999_999_999) / 1_000_000_000)))
+        fail(reason.error, cors: headers, context: context)
+    }
+
     private func fail(_ error: EngineHTTPError, cors: HTTPHeaders, context: ChannelHandlerContext) {
         var headers = cors
         headers.add(name: "Content-Type", value: "application/json")
@@ -420,7 +514,18 @@ final class EngineHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !keepAlive {
-            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            // Output first, as for a WebSocket (EngineSession.closeWebSocket): a client still sending a body
+            // the node refused would otherwise get a reset in place of the answer that says why.
+            done.assumeIsolated().whenComplete { _ in
+                context.close(mode: .output).assumeIsolated().whenComplete { result in
+                    guard case .success = result else { return context.close(promise: nil) }
+                    context.eventLoop.assumeIsolated().scheduleTask(in: EngineSession.closeLinger) {
+                        context.close(promise: nil)
+                    }
+                }
+            }
+        } else {
+            armHeadDeadline(context: context)
         }
     }
 }

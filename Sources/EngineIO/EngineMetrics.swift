@@ -11,6 +11,8 @@ public final class EngineMetrics: Sendable {
     public static let sentBytesLabel = "switchboard_engineio_sent_bytes_total"
     /// Closed sessions by `reason` (a `DisconnectReason` raw value).
     public static let disconnectsLabel = "switchboard_engineio_disconnects_total"
+    /// Handshakes refused by a per-address limit, by `reason` (a `HandshakeRefusal` raw value).
+    public static let refusedHandshakesLabel = "switchboard_engineio_refused_handshakes_total"
 
     /// The instruments of one transport.
     struct Transport: Sendable {
@@ -30,21 +32,31 @@ public final class EngineMetrics: Sendable {
     let websocket: Transport
     /// Every reason up front, so each series exists (at 0) before its first disconnect.
     private let disconnects: [DisconnectReason: Counter]
+    private let refusedHandshakes: [HandshakeRefusal: Counter]
 
     /// - Parameter factory: where the instruments come from. The default is the bootstrapped factory
     ///   as it is now: bootstrap before creating servers.
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         polling = Transport(name: "polling", factory: factory)
         websocket = Transport(name: "websocket", factory: factory)
-        var disconnects: [DisconnectReason: Counter] = [:]
-        for reason in DisconnectReason.allCases {
-            disconnects[reason] = Counter(
-                label: Self.disconnectsLabel,
-                dimensions: [("reason", reason.rawValue)],
-                factory: factory
-            )
+        disconnects = Self.counters(label: Self.disconnectsLabel, factory: factory)
+        refusedHandshakes = Self.counters(label: Self.refusedHandshakesLabel, factory: factory)
+    }
+
+    /// One counter per reason, labelled `reason`.
+    private static func counters<Reason: CaseIterable & RawRepresentable & Hashable>(
+        label: String,
+        factory: any MetricsFactory
+    ) -> [Reason: Counter] where Reason.RawValue == String {
+        var counters: [Reason: Counter] = [:]
+        for reason in Reason.allCases {
+            counters[reason] = Counter(label: label, dimensions: [("reason", reason.rawValue)], factory: factory)
         }
-        self.disconnects = disconnects
+        return counters
+    }
+
+    func refusedHandshake(_ reason: HandshakeRefusal) {
+        refusedHandshakes[reason]?.increment()
     }
 
     func disconnected(_ reason: DisconnectReason) {

@@ -52,7 +52,14 @@ public enum EnginePipeline {
         }
         guard let sid = query["sid"] else {
             // While draining, the HTTP handler answers 503 instead of upgrading.
-            return channel.eventLoop.makeSucceededFuture(endpoint.acceptsSessions ? HTTPHeaders() : nil)
+            guard endpoint.acceptsSessions else { return channel.eventLoop.makeSucceededFuture(nil) }
+            if let refused = endpoint.admitHandshake(head: head, peer: channel.remoteAddress).refusal {
+                // Answered by the HTTP handler, which gets the request next, with a 429 rather than an upgrade.
+                let http = try? channel.pipeline.syncOperations.handler(type: EngineHTTPHandler.self)
+                http?.refuseUpgrade(refused.reason, retryAfter: refused.retryAfter)
+                return channel.eventLoop.makeSucceededFuture(nil)
+            }
+            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
         }
         guard let session = endpoint.session(id: sid) else {
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -110,10 +117,16 @@ public enum EnginePipeline {
                 }
         }
 
+        let trustedProxies = configuration.limits.trustedProxies
         let handshake = EngineHandshakeInfo(
             query: query,
             headers: HTTPHeadersSnapshot(head.headers),
-            remoteAddress: channel.remoteAddress
+            remoteAddress: channel.remoteAddress,
+            clientAddress: ClientAddress.resolve(
+                peer: channel.remoteAddress,
+                forwardedFor: trustedProxies.isEmpty ? [] : head.headers["X-Forwarded-For"],
+                trustedProxies: trustedProxies
+            )
         )
         let session = endpoint.openSession(
             on: channel.eventLoop,

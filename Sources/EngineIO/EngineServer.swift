@@ -1,6 +1,7 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 
 /// The application above Engine.IO (Socket.IO, or the conformance echo).
 public protocol EngineApplication: Sendable {
@@ -20,6 +21,8 @@ public final class EngineServer: Sendable {
     /// Each loop's session timers, made on the first session there. Holding the loop keeps its
     /// identifier from being reused while the entry exists.
     private let loopTimers = NIOLockedValueBox<[ObjectIdentifier: LoopTimers]>([:])
+    /// Handshake rates and open sessions per client address.
+    let admission: AddressAdmission
 
     /// - Parameter metrics: the sessions' instruments; by default made from the bootstrapped factory.
     public init(
@@ -32,6 +35,27 @@ public final class EngineServer: Sendable {
         self.application = application
         self.logger = logger
         self.metrics = metrics
+        self.admission = AddressAdmission(limits: configuration.limits)
+    }
+
+    /// The client's address for a new session's request, and the limit that refuses it, if one does
+    /// (counted, and logged at debug: a flood must not flood the log too).
+    func admitHandshake(head: HTTPRequestHead, peer: SocketAddress?) -> (
+        address: String, refusal: (reason: HandshakeRefusal, retryAfter: TimeAmount)?
+    ) {
+        let limits = configuration.limits
+        let address = ClientAddress.resolve(
+            peer: peer,
+            forwardedFor: limits.trustedProxies.isEmpty ? [] : head.headers["X-Forwarded-For"],
+            trustedProxies: limits.trustedProxies
+        )
+        guard limits.limitsAddresses, let refusal = admission.admit(address, now: .now()) else { return (address, nil) }
+        metrics.refusedHandshake(refusal.refusal)
+        logger.debug(
+            "handshake refused",
+            metadata: ["reason": "\(refusal.refusal.rawValue)", "client": "\(address)"]
+        )
+        return (address, (refusal.refusal, refusal.retryAfter))
     }
 
     public var sessionCount: Int { sessions.withLockedValue { $0.count } }
@@ -76,8 +100,10 @@ public final class EngineServer: Sendable {
             metrics: metrics,
             onClose: { [weak self] session in
                 self?.sessions.withLockedValue { _ = $0.removeValue(forKey: session.id) }
+                self?.admission.closed(session.handshake.clientAddress)
             }
         )
+        admission.opened(handshake.clientAddress)
         sessions.withLockedValue { $0[session.id] = session }
         return session
     }

@@ -55,6 +55,8 @@ public final class EngineSession: @unchecked Sendable {
     public var isClosed: Bool { closeReason != nil }
     public private(set) var closeReason: DisconnectReason?
     private var heartbeat: HeartbeatStateMachine
+    /// Inbound packets allowed, when the configuration limits them.
+    private var packetBucket: TokenBucket?
     /// The loop's session timers: heartbeats and timeouts (see `LoopTimers`).
     public let timers: LoopTimers
     private var heartbeatTimer: LoopTimers.Timer?
@@ -107,6 +109,10 @@ public final class EngineSession: @unchecked Sendable {
             timeout: configuration.pingTimeout,
             now: eventLoop.now
         )
+        let limits = configuration.limits
+        if limits.packetsPerSecond > 0 {
+            self.packetBucket = TokenBucket(rate: limits.packetsPerSecond, burst: limits.packetBurst, now: .now())
+        }
         transportMetrics.connections.increment()
     }
 
@@ -333,6 +339,9 @@ public final class EngineSession: @unchecked Sendable {
     func receive(_ packet: EnginePacket) {
         eventLoop.assertInEventLoop()
         guard !isClosed else { return }
+        if packetBucket != nil, packetBucket?.take(now: .now()) == false {
+            return close(reason: .packetRate, detail: "more than \(configuration.limits.packetsPerSecond) packets a second")
+        }
         switch packet {
         case .binary(let bytes):
             delegate?.engineSession(self, didReceive: .binary(bytes))
@@ -451,9 +460,19 @@ public final class EngineSession: @unchecked Sendable {
     static func closeWebSocket(_ channel: Channel, code: WebSocketErrorCode?) {
         var data = channel.allocator.buffer(capacity: 2)
         if let code { data.write(webSocketErrorCode: code) }
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-            .whenComplete { _ in channel.close(promise: nil) }
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
+            // Only the output is closed at first: closing a socket whose input still holds the client's unread
+            // frames (a flood, a message too large) resets the connection, and the client loses the close frame
+            // and its code. What the client still sends is read and dropped until it closes, for a moment at most.
+            channel.close(mode: .output).whenComplete { result in
+                guard case .success = result else { return channel.close(promise: nil) }
+                channel.eventLoop.scheduleTask(in: closeLinger) { channel.close(promise: nil) }
+            }
+        }
     }
+
+    /// How long a WebSocket closed by the server waits for the client to close its side.
+    static let closeLinger = TimeAmount.seconds(2)
 
     // MARK: Heartbeat
 
@@ -512,6 +531,7 @@ public final class EngineSession: @unchecked Sendable {
             case .payloadTooLarge: code = webSocketCode ?? .messageTooLarge
             case .parseError, .invalidPacket: code = webSocketCode ?? .protocolError
             case .serverShutdown: code = webSocketCode ?? .goingAway
+            case .packetRate: code = webSocketCode ?? .policyViolation
             default: code = webSocketCode ?? .normalClosure
             }
             if reason != .transportClose { Self.closeWebSocket(channel, code: code) }
@@ -571,11 +591,20 @@ public struct EngineHandshakeInfo: Sendable {
     public var query: [String: String]
     public var headers: HTTPHeadersSnapshot
     public var remoteAddress: SocketAddress?
+    /// The client's address: the peer's, or the one trusted proxies forwarded (see `ClientAddress`).
+    public var clientAddress: String
 
-    public init(query: [String: String], headers: HTTPHeadersSnapshot, remoteAddress: SocketAddress?) {
+    public init(
+        query: [String: String],
+        headers: HTTPHeadersSnapshot,
+        remoteAddress: SocketAddress?,
+        clientAddress: String? = nil
+    ) {
         self.query = query
         self.headers = headers
         self.remoteAddress = remoteAddress
+        self.clientAddress =
+            clientAddress ?? ClientAddress.resolve(peer: remoteAddress, forwardedFor: [], trustedProxies: [])
     }
 }
 

@@ -10,6 +10,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         host=\(configuration.listener.host)
         port=\(configuration.listener.port)
         path=\(io.path)
+        request-head-timeout=\(configuration.listener.requestHeadTimeout.nanoseconds / 1_000_000)ms
         ping-interval=\(io.pingInterval.nanoseconds / 1_000_000)ms
         ping-timeout=\(io.pingTimeout.nanoseconds / 1_000_000)ms
         connect-timeout=\(io.connectTimeout.nanoseconds / 1_000_000)ms
@@ -17,6 +18,10 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         max-outbound-bytes=\(io.maxOutboundBytes)
         cors-origins=\(io.corsOrigins.joined(separator: ";"))
         transports=\(transports.joined(separator: ","))
+        address-handshake-rate=\(rate(io.limits.handshakesPerSecond, burst: io.limits.handshakeBurst))
+        max-connections-per-address=\(io.limits.connectionsPerAddress == 0 ? "0 (no limit)" : String(io.limits.connectionsPerAddress))
+        packet-rate=\(rate(io.limits.packetsPerSecond, burst: io.limits.packetBurst))
+        trusted-proxies=\(io.limits.trustedProxies.isEmpty ? "(none)" : io.limits.trustedProxies.map(\.description).joined(separator: ","))
         redis-url=\(configuration.cluster.redisURL.map(redactingPassword) ?? "(none: in memory)")
         auth-redis-url=\(configuration.cluster.authRedisURL.map(redactingPassword) ?? "(redis-url)")
         cluster-prefix=\(configuration.cluster.prefix)
@@ -104,4 +109,10 @@ extension SwitchboardConfiguration.ClusterSettings: CustomStringConvertible, Cus
             + "auth-redis-url: \(authRedisURL.map(redactingPassword) ?? "redis-url"))"
     }
     public var debugDescription: String { description }
+}
+
+private func rate(_ perSecond: Double, burst: Int) -> String {
+    guard perSecond > 0 else { return "0 (no limit)" }
+    let number = perSecond == perSecond.rounded() ? String(Int(perSecond)) : String(perSecond)
+    return "\(number)/s (burst \(burst))"
 }

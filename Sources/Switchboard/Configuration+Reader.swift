@@ -39,6 +39,12 @@ public struct ConfigurationReader {
             guard let port = Int(value), (0...65535).contains(port) else { throw .init("must be a port number 0-65535") }
             config.listener.port = port
         },
+        Setting(flag: "request-head-timeout", environment: [("SWITCHBOARD_REQUEST_HEAD_TIMEOUT", .milliseconds)]) {
+            config,
+            value,
+            unit throws(ConfigurationError.Reason) in
+            config.listener.requestHeadTimeout = try parsePositiveDuration(value, unit: unit)
+        },
         Setting(flag: "path", environment: [("SWITCHBOARD_PATH", .milliseconds)]) { config, value, _ throws(ConfigurationError.Reason) in
             guard value.hasPrefix("/"), !value.contains("?"), !value.contains(" ") else {
                 throw .init("must be an absolute URL path such as /ws/socket.io")
@@ -91,6 +97,32 @@ public struct ConfigurationReader {
                 }
             }
             config.socketIO.corsOrigins = origins
+        },
+        rate("address-handshake-rate", ["SWITCHBOARD_ADDRESS_HANDSHAKE_RATE"]) { $0.socketIO.limits.handshakesPerSecond = $1 },
+        count("address-handshake-burst", ["SWITCHBOARD_ADDRESS_HANDSHAKE_BURST"], 1...100_000_000) {
+            $0.socketIO.limits.handshakeBurst = $1
+        },
+        count("max-connections-per-address", ["SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS"], 0...100_000_000) {
+            $0.socketIO.limits.connectionsPerAddress = $1
+        },
+        rate("packet-rate", ["SWITCHBOARD_PACKET_RATE"]) { $0.socketIO.limits.packetsPerSecond = $1 },
+        count("packet-burst", ["SWITCHBOARD_PACKET_BURST"], 1...100_000_000) { $0.socketIO.limits.packetBurst = $1 },
+        Setting(
+            flag: "trusted-proxies",
+            // uvicorn's (and so Open WebUI's) name for the same list.
+            environment: [("SWITCHBOARD_TRUSTED_PROXIES", .milliseconds), ("FORWARDED_ALLOW_IPS", .milliseconds)]
+        ) { config, value, _ throws(ConfigurationError.Reason) in
+            var networks: [IPNetwork] = []
+            for entry in value.split(separator: ",").map({ $0.trimmingSpaces() }) where !entry.isEmpty {
+                if entry == "*" {
+                    networks += [IPNetwork("0.0.0.0/0")!, IPNetwork("::/0")!]
+                } else if let network = IPNetwork(entry) {
+                    networks.append(network)
+                } else {
+                    throw .init("\"\(entry)\" is not an address or network such as 10.0.0.0/8, ::1 or *")
+                }
+            }
+            config.socketIO.limits.trustedProxies = networks
         },
         Setting(flag: "transports", environment: [("SWITCHBOARD_TRANSPORTS", .milliseconds)]) {
             config,
@@ -397,6 +429,20 @@ public struct ConfigurationReader {
         }
     }
 
+    /// Events per second from 0 (no limit) to a million.
+    static func rate(
+        _ flag: String,
+        _ variables: [String],
+        _ apply: @escaping @Sendable (inout SwitchboardConfiguration, Double) -> Void
+    ) -> Setting {
+        Setting(flag: flag, environment: variables.map { ($0, .seconds) }) { config, value, _ throws(ConfigurationError.Reason) in
+            guard let rate = Double(value.trimmingSpaces()), rate >= 0, rate <= 1_000_000 else {
+                throw .init("must be a number of events per second from 0 (no limit) to 1000000")
+            }
+            apply(&config, rate)
+        }
+    }
+
     /// A true/false setting.
     static func toggle(
         _ flag: String,
@@ -437,6 +483,10 @@ public struct ConfigurationReader {
             }
         }
         if config.cluster.authRedisURL == config.cluster.redisURL { config.cluster.authRedisURL = nil }
+        var limits = config.socketIO.limits
+        if limits.handshakeBurst == 0 { limits.handshakeBurst = max(1, Int((limits.handshakesPerSecond * 2).rounded(.up))) }
+        if limits.packetBurst == 0 { limits.packetBurst = max(1, Int((limits.packetsPerSecond * 2).rounded(.up))) }
+        config.socketIO.limits = limits
         try validate(config)
         return config
     }

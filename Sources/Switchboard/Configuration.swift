@@ -12,6 +12,9 @@ public struct SwitchboardConfiguration: Sendable {
         public var host: String = "127.0.0.1"
         /// Port to bind; 0 picks a free one. Default 8080.
         public var port: Int = 8080
+        /// A request's head must arrive whole within this time of the connection opening or of the previous
+        /// response (slow-loris clients), on every listener. Default 20 s.
+        public var requestHeadTimeout: TimeAmount = .seconds(20)
     }
 
     public struct SocketIOSettings: Sendable {
@@ -34,6 +37,9 @@ public struct SwitchboardConfiguration: Sendable {
         /// 2 MiB note's `ydoc:document:state` (~8 MB of JSON) and what follows it, while a client that does not
         /// read is still cut off.
         public var maxOutboundBytes: Int = 32 * 1024 * 1024
+        /// Handshake rate and open sessions per client address, packet rate per session, and the proxies
+        /// trusted to name the client. Default: no limit, no proxy trusted.
+        public var limits: ClientLimits = .none
 
         var cors: CORSPolicy {
             if corsOrigins.contains("*") { return .any }
@@ -48,7 +54,8 @@ public struct SwitchboardConfiguration: Sendable {
                 maxPayload: maxPayload,
                 transports: transports,
                 cors: cors,
-                maxOutboundBytes: maxOutboundBytes
+                maxOutboundBytes: maxOutboundBytes,
+                limits: limits
             )
         }
     }

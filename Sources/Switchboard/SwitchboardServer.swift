@@ -169,7 +169,11 @@ public enum Switchboard {
             )
             let server = SwitchboardServer(
                 group: group,
-                router: EngineRouter(endpoints: node.endpoints, fallback: node.fallback),
+                router: EngineRouter(
+                    endpoints: node.endpoints,
+                    fallback: node.fallback,
+                    requestHeadTimeout: configuration.listener.requestHeadTimeout
+                ),
                 host: configuration.listener.host,
                 port: configuration.listener.port,
                 logger: logger
@@ -214,7 +218,11 @@ public enum Switchboard {
             if let api = node.apiListener {
                 apiServer = SwitchboardServer(
                     group: group,
-                    router: EngineRouter(endpoints: [], fallback: api.responder),
+                    router: EngineRouter(
+                        endpoints: [],
+                        fallback: api.responder,
+                        requestHeadTimeout: configuration.listener.requestHeadTimeout
+                    ),
                     host: configuration.listener.host,
                     port: api.port,
                     logger: logger

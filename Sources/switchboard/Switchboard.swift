@@ -126,6 +126,20 @@ struct NodeOptions: ParsableArguments {
     var shutdownTimeout: String?
     @Option(name: .customLong("ready-deadline"), help: "/ready needs a Redis pub/sub round trip within this (env SWITCHBOARD_READY_DEADLINE). Default 1s.")
     var readyDeadline: String?
+    @Option(name: .customLong("request-head-timeout"), help: "A request's headers must arrive whole within this time, on every listener (env SWITCHBOARD_REQUEST_HEAD_TIMEOUT). Default 20s.")
+    var requestHeadTimeout: String?
+    @Option(name: .customLong("address-handshake-rate"), help: "New sessions a second from one client address, 0 for no limit (env SWITCHBOARD_ADDRESS_HANDSHAKE_RATE). Default 0.")
+    var addressHandshakeRate: String?
+    @Option(name: .customLong("address-handshake-burst"), help: "Handshakes one address may make at once (env SWITCHBOARD_ADDRESS_HANDSHAKE_BURST). Default twice the rate.")
+    var addressHandshakeBurst: String?
+    @Option(name: .customLong("max-connections-per-address"), help: "Sessions open at once from one client address, 0 for no limit (env SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS). Default 0.")
+    var maxConnectionsPerAddress: String?
+    @Option(name: .customLong("packet-rate"), help: "Packets a second one client may send, 0 for no limit (env SWITCHBOARD_PACKET_RATE). Default 0.")
+    var packetRate: String?
+    @Option(name: .customLong("packet-burst"), help: "Packets a client may send at once (env SWITCHBOARD_PACKET_BURST). Default twice the rate.")
+    var packetBurst: String?
+    @Option(name: .customLong("trusted-proxies"), help: "Proxies whose X-Forwarded-For names the client: addresses or networks, comma-separated, * for any (env SWITCHBOARD_TRUSTED_PROXIES, FORWARDED_ALLOW_IPS). Default none.")
+    var trustedProxies: String?
     @Option(help: "Log level (env SWITCHBOARD_LOG_LEVEL). Default info.")
     var logLevel: String?
     @Option(help: "Event-loop threads (env SWITCHBOARD_THREADS). Default: one per core.")
@@ -137,6 +151,9 @@ struct NodeOptions: ParsableArguments {
             ("host", host), ("port", port), ("path", path), ("ping-interval", pingInterval),
             ("ping-timeout", pingTimeout), ("connect-timeout", connectTimeout), ("max-payload", maxPayload),
             ("max-outbound-bytes", maxOutboundBytes), ("cors-origins", corsOrigins), ("transports", transports),
+            ("request-head-timeout", requestHeadTimeout), ("address-handshake-rate", addressHandshakeRate), ("address-handshake-burst", addressHandshakeBurst),
+            ("max-connections-per-address", maxConnectionsPerAddress), ("packet-rate", packetRate),
+            ("packet-burst", packetBurst), ("trusted-proxies", trustedProxies),
             ("log-level", logLevel), ("threads", threads), ("redis-url", redisURL), ("auth-redis-url", authRedisURL), ("cluster-prefix", clusterPrefix),
             ("node-id", nodeID), ("heartbeat-interval", heartbeatInterval), ("node-ttl", nodeTTL),
             ("jwt-secret-file", jwtSecretFile),

@@ -61,11 +61,12 @@ package final class TestConnection {
     package let loop: EmbeddedEventLoop
     private var received = ByteBuffer()
 
-    package init(loop: EmbeddedEventLoop, router: EngineRouter) throws {
+    /// - Parameter peer: the client's address as the server sees it (default 127.0.0.1).
+    package init(loop: EmbeddedEventLoop, router: EngineRouter, peer: String = "127.0.0.1") throws {
         self.loop = loop
         self.channel = EmbeddedChannel(loop: loop)
         try EnginePipeline.configure(channel: channel, router: router)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40_000)).wait()
+        try channel.connect(to: SocketAddress(ipAddress: peer, port: 40_000)).wait()
         loop.run()
     }
 
@@ -245,8 +246,10 @@ package final class TestConnection {
 }
 
 extension EngineRouter {
-    package init(_ server: EngineServer) {
-        self.init(endpoints: [server])
+    /// The tests keep a connection across simulated minutes between requests, which a real node closes
+    /// after `requestHeadTimeout`; only the tests of that deadline ask for it.
+    package init(_ server: EngineServer, requestHeadTimeout: TimeAmount = .hours(1)) {
+        self.init(endpoints: [server], requestHeadTimeout: requestHeadTimeout)
     }
 }
 

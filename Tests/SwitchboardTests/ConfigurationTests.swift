@@ -30,6 +30,35 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(config.socketIO.corsOrigins, ["*"])
         XCTAssertEqual(config.socketIO.transports, .all)
         XCTAssertEqual(config.logLevel, .info)
+        XCTAssertEqual(config.socketIO.limits, ClientLimits(handshakeBurst: 1, packetBurst: 1))
+        XCTAssertEqual(config.listener.requestHeadTimeout, .seconds(20))
+    }
+
+    func testClientLimitsAndTrustedProxies() throws {
+        let config = try read(
+            flags: ["address-handshake-rate": "2.5", "max-connections-per-address": "50", "packet-burst": "7"],
+            env: [
+                "SWITCHBOARD_PACKET_RATE": "100", "FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1",
+                "SWITCHBOARD_REQUEST_HEAD_TIMEOUT": "1500",
+            ]
+        )
+        let limits = config.socketIO.limits
+        XCTAssertEqual(limits.handshakesPerSecond, 2.5)
+        XCTAssertEqual(limits.handshakeBurst, 5, "the burst defaults to twice the rate")
+        XCTAssertEqual(limits.connectionsPerAddress, 50)
+        XCTAssertEqual(limits.packetsPerSecond, 100)
+        XCTAssertEqual(limits.packetBurst, 7)
+        XCTAssertEqual(limits.trustedProxies.map(\.description), ["10.0.0.0/8", "0:0:0:0:0:0:0:1"])
+        XCTAssertEqual(config.socketIO.engine.limits, limits, "the Engine.IO endpoint gets them")
+        XCTAssertEqual(config.listener.requestHeadTimeout, .milliseconds(1500))
+        XCTAssertEqual(try read(env: ["FORWARDED_ALLOW_IPS": "*"]).socketIO.limits.trustedProxies.count, 2)
+        XCTAssertEqual(
+            try read(flags: ["trusted-proxies": "127.0.0.1"], env: ["SWITCHBOARD_TRUSTED_PROXIES": "10.0.0.1"])
+                .socketIO.limits.trustedProxies.map(\.description),
+            ["127.0.0.1"],
+            "the flag wins over the environment"
+        )
+        XCTAssertTrue(describe(config).contains("packet-rate=100/s (burst 7)"))
     }
 
     func testSecretsNeverPrintWithTheConfiguration() throws {
@@ -173,6 +202,12 @@ final class ConfigurationTests: XCTestCase {
             (["max-payload": "50000000"], [:], "max-outbound-bytes"),
             (["revalidate-interval": "500ms"], [:], "--revalidate-interval"),
             ([:], ["SWITCHBOARD_REVALIDATE_INTERVAL": "0"], "SWITCHBOARD_REVALIDATE_INTERVAL"),
+            (["trusted-proxies": "10.0.0.0/33"], [:], "--trusted-proxies"),
+            ([:], ["FORWARDED_ALLOW_IPS": "proxy.internal"], "FORWARDED_ALLOW_IPS"),
+            (["packet-rate": "-1"], [:], "--packet-rate"),
+            (["address-handshake-burst": "0"], [:], "--address-handshake-burst"),
+            (["max-connections-per-address": "lots"], [:], "--max-connections-per-address"),
+            (["request-head-timeout": "0"], [:], "--request-head-timeout"),
         ]
         for (flags, env, setting) in cases {
             XCTAssertThrowsError(try read(flags: flags, env: env), "\(flags) \(env)") { error in

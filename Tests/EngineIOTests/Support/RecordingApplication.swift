@@ -71,7 +71,8 @@ final class EngineHarness {
     init(
         configuration: EngineConfiguration = EngineConfiguration(),
         echo: Bool = false,
-        metrics: EngineMetrics = EngineMetrics()
+        metrics: EngineMetrics = EngineMetrics(),
+        requestHeadTimeout: TimeAmount = .hours(1)
     ) {
         self.application = RecordingApplication(echo: echo)
         self.server = EngineServer(
@@ -80,12 +81,12 @@ final class EngineHarness {
             logger: silentLogger,
             metrics: metrics
         )
-        self.router = EngineRouter(server)
+        self.router = EngineRouter(server, requestHeadTimeout: requestHeadTimeout)
     }
 
     /// A new connection on the shared loop.
-    func connect() throws -> TestConnection {
-        let connection = try TestConnection(loop: loop, router: router)
+    func connect(from peer: String = "127.0.0.1") throws -> TestConnection {
+        let connection = try TestConnection(loop: loop, router: router, peer: peer)
         connections.append(connection)
         return connection
     }
