@@ -38,6 +38,8 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
     private var total = 0
     private var sources: Bool = false
     private var tokenOf: [String] = []
+    /// The user number of each client.
+    private(set) var users: [Int] = []
     private var firstUser = 0
     /// Whether a `user-join` answered empty leaves the client connected (counted here) instead of failing it.
     private var keepRefusedJoins = false
@@ -71,7 +73,8 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
             )
             self.clients.append(client)
         }
-        self.tokenOf = (0..<count).map { self.minter.token(user: "u\($0 + firstUser)") }
+        self.users = (0..<count).map { $0 + firstUser }
+        self.tokenOf = self.users.map { self.minter.token(user: "u\($0)") }
         self.startedAt = Array(repeating: 0, count: count)
         self.states = Array(repeating: .idle, count: count)
         self.toStart = Array((0..<count).reversed())
@@ -85,15 +88,17 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
     /// after `delays[i]`, as a failed node's clients come back: each sends its token in the connect's auth, as
     /// the Open WebUI front end does, and then `user-join`. A `user-join` answered empty (the relay could not
     /// ask the backend yet) leaves the client connected, as the front end stays; it is counted in
-    /// `joinsRefused`. Succeeds when every client is connected or failed.
-    func reconnect(count: Int, over nodes: [Int], delays: [TimeAmount]) -> EventLoopFuture<Void> {
+    /// `joinsRefused`. Succeeds when every client is connected or failed. `users` names the user of each client
+    /// (default u0…).
+    func reconnect(count: Int, over nodes: [Int], delays: [TimeAmount], users: [Int]? = nil) -> EventLoopFuture<Void> {
         self.loop.preconditionInEventLoop()
-        precondition(delays.count == count && !nodes.isEmpty)
+        precondition(delays.count == count && !nodes.isEmpty && (users?.count ?? count) == count)
         let promise = self.loop.makePromise(of: Void.self)
         self.completion = promise
         self.total = count
         self.keepRefusedJoins = true
-        self.tokenOf = (0..<count).map { self.minter.token(user: "u\($0)") }
+        self.users = users ?? Array(0..<count)
+        self.tokenOf = self.users.map { self.minter.token(user: "u\($0)") }
         self.sources = count / nodes.count > 20_000
         for index in 0..<count {
             let target = self.cluster.nodes[nodes[index % nodes.count]]

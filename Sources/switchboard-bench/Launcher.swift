@@ -150,6 +150,18 @@ final class Launcher: @unchecked Sendable {
         return pid
     }
 
+    /// A new, empty redis-server on `port`, stopped after the nodes like the first one.
+    func restartRedis(port: Int) throws {
+        self.launches += 1
+        let logFile = self.settings.logDirectory.appendingPathComponent("redis-restarted-\(self.launches).log").path
+        let pid = try spawnServer(
+            self.settings.redisServer,
+            ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"],
+            log: logFile
+        )
+        self.lock.withLock { self.processes.insert(pid, at: 0) }
+    }
+
     func stopAll() {
         let processes = self.lock.withLock {
             defer { self.processes.removeAll() }

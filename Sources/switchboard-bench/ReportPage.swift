@@ -93,6 +93,18 @@ enum ReportPage {
                 }
             )
         }
+        for run in report.faults {
+            body += "<h2>Faults under load (\(run.clients) clients, \(run.nodes) nodes, \(run.rooms) rooms, a tick per room every \(run.tickMillis) ms)</h2>"
+            body += table(
+                ["fault", "spared clients", "lost by them / expected", "affected clients", "lost by them", "receiving again",
+                 "back after s (median / last)", "notes"],
+                run.phases.map {
+                    [$0.fault, "\($0.survivors)", "\($0.lostToSurvivors) / \($0.deliveriesExpectedBySurvivors)", "\($0.affected)",
+                     "\($0.lostToAffected)", "\($0.affectedRecovered)", "\(fmt($0.recoveryMedianSeconds, 2)) / \(fmt($0.recoverySeconds, 2))",
+                     $0.notes.joined(separator: "; ")]
+                }
+            )
+        }
         if !report.redis.isEmpty {
             body += "<h2>Redis client</h2>"
             body += table(

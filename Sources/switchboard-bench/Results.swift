@@ -164,6 +164,52 @@ struct GoalResult: Codable, Sendable {
     var note: String
 }
 
+/// One fault injected under load and what it cost, as measured.
+struct FaultPhase: Codable, Sendable {
+    var fault: String
+    var clients: Int
+    /// Clients the fault must not touch (on surviving nodes, or served without Redis).
+    var survivors: Int
+    var ticksEmitted: Int
+    var deliveriesExpectedBySurvivors: Int
+    var lostToSurvivors: Int
+    /// Clients the fault cut off (on the killed node, or reached only through Redis).
+    var affected: Int
+    var affectedRecovered: Int
+    var lostToAffected: Int
+    /// Seconds from the fault's end (or the kill) until the last affected client received again; median too.
+    var recoverySeconds: Double
+    var recoveryMedianSeconds: Double
+    var notes: [String]
+}
+
+struct FaultsRun: Codable, Sendable {
+    var clients: Int
+    var nodes: Int
+    var rooms: Int
+    var tickMillis: Int
+    var emitErrors: Int
+    var phases: [FaultPhase]
+
+    /// The fault table of docs/RELIABILITY.md.
+    var table: String {
+        var lines = [
+            "| fault | load | survivors: lost / expected | affected: lost, recovered | back after (median / last) | notes |",
+            "|---|---|---|---|---|---|",
+        ]
+        for phase in self.phases {
+            lines.append(
+                "| \(phase.fault) | \(self.clients) clients, \(self.nodes) nodes, \(self.rooms) rooms, a tick per room every \(self.tickMillis) ms "
+                    + "| \(phase.lostToSurvivors) / \(phase.deliveriesExpectedBySurvivors) (\(phase.survivors) clients) "
+                    + "| \(phase.lostToAffected) lost, \(phase.affectedRecovered) of \(phase.affected) receiving again "
+                    + "| \(String(format: "%.2f", phase.recoveryMedianSeconds)) / \(String(format: "%.2f", phase.recoverySeconds)) s "
+                    + "| \(phase.notes.joined(separator: "; ")) |"
+            )
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
 struct BenchReport: Codable, Sendable {
     var started: String
     var command: String
@@ -176,4 +222,5 @@ struct BenchReport: Codable, Sendable {
     var ack: [AckRun] = []
     var redis: [RedisRun] = []
     var reconnect: [ReconnectRun] = []
+    var faults: [FaultsRun] = []
 }

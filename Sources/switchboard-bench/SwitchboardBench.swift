@@ -33,7 +33,7 @@ struct SwitchboardBench: AsyncParsableCommand {
     var supportDirectory = "scripts/bench-support"
     @Option(help: "Where results.json, report.html and the servers' logs go.")
     var out = ".cache/bench"
-    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis,reconnect.")
+    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis,reconnect (default), faults.")
     var scenarios = "fanout,backend,storm,idle,ack,redis,reconnect"
     @Option(help: "Systems, ','-separated: switchboard,baseline.")
     var systems = "switchboard,baseline"
@@ -114,6 +114,13 @@ struct SwitchboardBench: AsyncParsableCommand {
     @Option(help: "reconnect: seconds to wait for every user to be back.")
     var reconnectTimeout = 300.0
 
+    @Option(help: "faults: clients over the 3 nodes.")
+    var faultClients = 2000
+    @Option(help: "faults: seconds Redis stays paused (SIGSTOP).")
+    var faultPause = 10.0
+    @Option(help: "faults: milliseconds between two ticks to every room.")
+    var faultTickMillis = 250
+
     static let secret = "switchboard-bench-secret-0123456789abcdef0123456789abcdef"
     static let apiKey = "switchboard-bench-api-key-0123456789"
 
@@ -124,7 +131,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let wanted = Set(self.scenarios.split(separator: ",").map(String.init))
         let kinds = self.systems.split(separator: ",").compactMap { SystemKind(rawValue: String($0)) }
-        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis", "reconnect"])
+        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis", "reconnect", "faults"])
         let reconnectSizes = self.reconnectClients.split(separator: ",").compactMap { Int($0) }
         if wanted.contains("reconnect") {
             guard !reconnectSizes.isEmpty, reconnectSizes.allSatisfy({ $0 > 0 }), self.reconnectNodes >= 2, self.reconnectGateRate > 0
@@ -159,7 +166,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         var external: ExternalTarget?
         if let target = self.target {
             guard kinds.count == 1 else { throw ValidationError("--target measures one system: name it with --systems") }
-            let unsupported = wanted.intersection(["idle", "redis", "reconnect"])
+            let unsupported = wanted.intersection(["idle", "redis", "reconnect", "faults"])
             guard unsupported.isEmpty else {
                 throw ValidationError("\(unsupported.sorted().joined(separator: ", ")) need nodes the bench starts; leave them out of --scenarios")
             }
@@ -313,6 +320,24 @@ struct SwitchboardBench: AsyncParsableCommand {
                     )
                 }
             }
+        }
+        if wanted.contains("faults"), kinds.contains(.switchboard) {
+            let count = min(self.faultClients, ceiling)
+            guard count >= self.rooms * 3 else { throw ValidationError("faults wants --fault-clients of at least 3 × --rooms") }
+            Progress.finish("faults: \(count) clients over 3 Switchboard nodes; a node killed, Redis paused, Redis restarted")
+            let scenario = FaultsScenario(
+                clients: count,
+                rooms: self.rooms,
+                tick: .milliseconds(Int64(self.faultTickMillis)),
+                pause: self.faultPause,
+                loop: loop,
+                minter: minter,
+                apiKey: self.apiKey,
+                launcher: launcher
+            )
+            let run = try await launcher.withCluster(.switchboard, nodes: 3) { try await scenario.run(on: $0) }
+            report.faults.append(run)
+            Progress.finish(run.table)
         }
         await backend.stop()
         try await clientGroup.shutdownGracefully()

@@ -125,3 +125,38 @@ def test_bench_measures_nodes_it_did_not_start(serve_factory, redis_server, tmp_
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode != 0 and "idle" in refused.stderr, refused.stderr
+
+
+@pytest.mark.timeout(300)
+def test_faults_under_load_lose_nothing_for_the_clients_they_spare(tmp_path):
+    """The faults scenario at a small size: a node SIGKILLed, Redis paused, Redis restarted empty, under a
+    steady tick to every room. The clients a fault must not touch lose nothing; everyone else is back."""
+    if not bench_binary().exists():
+        pytest.fail(f"switchboard-bench missing: {bench_binary()} (build it or set SWITCHBOARD_BENCH_BIN)")
+    out = artifact_path("bench-faults")
+    run = subprocess.run(
+        [str(bench_binary()), "--switchboard-binary", str(binary_path()), "--systems", "switchboard",
+         "--scenarios", "faults", "--out", str(out), "--rooms", "10", "--clients", "10",
+         "--fault-clients", "300", "--fault-pause", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}\nstdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
+    results = json.loads((out / "results.json").read_text())
+    (faults,) = results["faults"]
+    print("\n" + "\n".join(f"{p['fault']}: {p}" for p in faults["phases"]))
+    kill, pause, restart = faults["phases"]
+    for phase in (kill, pause, restart):
+        assert phase["ticksEmitted"] > 0, phase
+        assert phase["affectedRecovered"] == phase["affected"], phase
+        assert phase["recoverySeconds"] >= 0, phase
+    # Clients of the surviving nodes lose nothing to a node's death; the node and its sessions are gone in 15 s.
+    assert kill["lostToSurvivors"] == 0 and kill["deliveriesExpectedBySurvivors"] > 0, kill
+    assert kill["recoverySeconds"] < 15, kill
+    assert any("node out of the node set after" in n and "never" not in n for n in kill["notes"]), kill
+    # Local delivery carries on while Redis is paused; /ready says not ready meanwhile.
+    assert pause["lostToSurvivors"] == 0, pause
+    assert any("/ready during the pause: 503, 503" in n for n in pause["notes"]), pause
+    # Cross-node delivery is back within 5 s of Redis coming back.
+    assert pause["recoverySeconds"] < 5 and restart["recoverySeconds"] < 5, (pause, restart)
+    assert any("ticks lost by anyone after the pause: 0" in n for n in pause["notes"]), pause
+    assert any("ticks lost by anyone from 2 s after Redis came back: 0" in n for n in restart["notes"]), restart
