@@ -94,23 +94,21 @@ final class Launcher: @unchecked Sendable {
         }
         defer { self.stopAll() }
         self.launches += 1
-        let redisPort = try freePort()
-        let redis = try self.spawn(
-            self.settings.redisServer,
-            ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"],
-            log: "redis-\(kind.rawValue)-\(self.launches)"
-        )
-        try await waitForPort(redisPort, process: redis)
+        let (redis, redisPort) = try await self.startOnFreePort(log: "redis-\(kind.rawValue)-\(self.launches)") { port in
+            (self.settings.redisServer, Self.redisArguments(port: port))
+        }
         var nodes: [NodeEndpoint] = []
         for index in 0..<count {
-            let port = try freePort()
-            let process: Int32
             switch kind {
             case .switchboard:
-                process = try self.spawn(
+                // The node binds port 0 and names its port: a port picked here and handed over could be
+                // taken in between (the nodes' own Redis connections draw from the same ephemeral range).
+                let log = self.logFile("switchboard-\(self.launches)-node\(index)")
+                let logStart = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
+                let process = try self.spawn(
                     self.settings.switchboardBinary,
                     [
-                        "serve", "--host", "127.0.0.1", "--port", "\(port)",
+                        "serve", "--host", "127.0.0.1", "--port", "0",
                         "--redis-url", "redis://127.0.0.1:\(redisPort)/0",
                         "--node-id", String(format: "bench%02d", index).suffix(6).description,
                         "--jwt-secret", self.settings.secret, "--api-key", self.settings.apiKey,
@@ -120,32 +118,83 @@ final class Launcher: @unchecked Sendable {
                         "--log-level", "warning",
                     ] + (self.settings.nodeThreads > 0 ? ["--threads", "\(self.settings.nodeThreads)"] : [])
                         + switchboardArguments,
-                    log: "switchboard-\(self.launches)-node\(index)"
+                    log: log
                 )
+                let port = try await self.waitForAnnouncedPort(in: log, after: logStart, process: process)
+                nodes.append(NodeEndpoint(host: "127.0.0.1", port: port, pid: process))
             case .baseline:
-                process = try self.spawn(
-                    self.settings.python,
-                    [
-                        "\(self.settings.baselineDirectory)/owui_socket.py", "--port", "\(port)",
-                        "--redis", "redis://127.0.0.1:\(redisPort)/0",
-                        "--backend", "http://127.0.0.1:\(self.backendPort)", "--secret", self.settings.secret,
-                    ],
-                    log: "baseline-\(self.launches)-node\(index)"
-                )
+                let (process, port) = try await self.startOnFreePort(log: "baseline-\(self.launches)-node\(index)") { port in
+                    (
+                        self.settings.python,
+                        [
+                            "\(self.settings.baselineDirectory)/owui_socket.py", "--port", "\(port)",
+                            "--redis", "redis://127.0.0.1:\(redisPort)/0",
+                            "--backend", "http://127.0.0.1:\(self.backendPort)", "--secret", self.settings.secret,
+                        ]
+                    )
+                }
+                nodes.append(NodeEndpoint(host: "127.0.0.1", port: port, pid: process))
             }
-            nodes.append(NodeEndpoint(host: "127.0.0.1", port: port, pid: process))
         }
-        for (node, process) in zip(nodes, self.lock.withLock { self.processes.suffix(count) }) {
-            try await waitForPort(node.port, process: process)
-            if kind == .switchboard { try await waitForReady(node) }
+        if kind == .switchboard {
+            for node in nodes { try await waitForReady(node) }
         }
         let cluster = Cluster(kind: kind, nodes: nodes, redisURL: "redis://127.0.0.1:\(redisPort)/0", redisPID: redis)
         return try await body(cluster)
     }
 
+    private static func redisArguments(port: Int) -> [String] {
+        ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"]
+    }
+
+    private func logFile(_ name: String) -> String {
+        self.settings.logDirectory.appendingPathComponent("\(name).log").path
+    }
+
+    /// Starts a server that must be told its port: a port free when asked can be taken before the
+    /// server binds it, so a server that exits before listening is started again on another port.
+    private func startOnFreePort(
+        log name: String,
+        _ command: (Int) -> (executable: String, arguments: [String])
+    ) async throws -> (pid: Int32, port: Int) {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try freePort()
+            let (executable, arguments) = command(port)
+            let process = try self.spawn(executable, arguments, log: self.logFile(name))
+            do {
+                try await self.waitForPort(port, process: process)
+                return (process, port)
+            } catch let error as ExitedEarly where attempt < 5 {
+                self.lock.withLock { self.processes.removeAll { $0 == process } }
+                Progress.finish("  \(error); starting it again on another port")
+            }
+        }
+    }
+
+    /// The port from the node's `listening on HOST:PORT` line in its log, past `offset` (logs are appended to).
+    private func waitForAnnouncedPort(in log: String, after offset: Int, process: Int32) async throws -> Int {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let data = FileManager.default.contents(atPath: log) ?? Data()
+            let text = String(decoding: data.dropFirst(offset), as: UTF8.self)
+            for line in text.split(separator: "\n") where line.hasPrefix("listening on ") {
+                if let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
+                    return port
+                }
+            }
+            var status: Int32 = 0
+            guard waitpid(process, &status, WNOHANG) == 0 else {
+                throw BenchError("node \(process) exited before listening; see its log \(log)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw BenchError("node \(process) did not announce its port within 60 s; see its log \(log)")
+    }
+
     private func spawn(_ executable: String, _ arguments: [String], log: String) throws -> Int32 {
-        let logFile = self.settings.logDirectory.appendingPathComponent("\(log).log").path
-        let pid = try spawnServer(executable, arguments, log: logFile)
+        let pid = try spawnServer(executable, arguments, log: log)
         self.lock.withLock { self.processes.append(pid) }
         return pid
     }
@@ -154,11 +203,7 @@ final class Launcher: @unchecked Sendable {
     func restartRedis(port: Int) throws {
         self.launches += 1
         let logFile = self.settings.logDirectory.appendingPathComponent("redis-restarted-\(self.launches).log").path
-        let pid = try spawnServer(
-            self.settings.redisServer,
-            ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"],
-            log: logFile
-        )
+        let pid = try spawnServer(self.settings.redisServer, Self.redisArguments(port: port), log: logFile)
         self.lock.withLock { self.processes.insert(pid, at: 0) }
     }
 
@@ -176,7 +221,7 @@ final class Launcher: @unchecked Sendable {
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
             guard waitpid(process, &status, WNOHANG) == 0 else {
-                throw BenchError("process \(process) exited before listening on \(port); see its log in \(self.settings.logDirectory.path)")
+                throw ExitedEarly(process: process, port: port)
             }
             if (try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(host: "127.0.0.1", port: port).get().close().get()) != nil
@@ -197,4 +242,11 @@ final class Launcher: @unchecked Sendable {
         }
         throw BenchError("node on port \(node.port) not ready within 60 s")
     }
+}
+
+/// A server process that exited before anything listened on its port.
+struct ExitedEarly: Error, CustomStringConvertible {
+    var process: Int32
+    var port: Int
+    var description: String { "process \(process) exited before listening on \(port)" }
 }
