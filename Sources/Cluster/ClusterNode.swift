@@ -108,6 +108,10 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     /// Called on the control loop when a room gets its first member on this node or loses its last, and when a
     /// socket (a room of one) connects here or goes: what the python-socketio bridge subscribes per room.
     public var onLocalRoomChange: (@Sendable (_ namespace: String, _ room: String, _ occupied: Bool) -> Void)?
+    /// Called on the control loop when the transport comes back after it was lost. Redis may have restarted
+    /// without its data: resync rewrites the room registry, and this is for what others keep there.
+    public var onTransportRestored: (@Sendable () -> Void)?
+    private var hasConnected = false
 
     public init(
         configuration: ClusterConfiguration,
@@ -231,6 +235,8 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         case .connected:
             logger.info("cluster transport connected; syncing the room registry")
             resync()
+            if hasConnected { onTransportRestored?() }
+            hasConnected = true
         }
     }
 

@@ -283,6 +283,34 @@ package struct OpenWebUIEvents: Sendable {
         }
     }
 
+    /// Redis came back after it was lost, perhaps without its data (restarted empty, or a replica promoted
+    /// that missed writes): every authenticated socket here is written into the pools again, with the chats
+    /// it has open, instead of waiting for its next heartbeat. The writes are idempotent when nothing was lost.
+    package func restoreSessions(local: InMemoryAdapter) {
+        local.forEachSocket(matching: BroadcastOptions()) { socket in
+            let session = ContractSession.of(socket)
+            guard session.user != nil else { return }
+            // Behind what the socket already sent, and never a reason to drop a busy client.
+            session.queue.enqueue(evenIfFull: true) {
+                // Gone or signed out while waiting: its disconnect step removed it, so it stays out.
+                guard let user = session.user else { return socket.eventLoop.makeSucceededVoidFuture() }
+                let chatIDs = session.chatIDs
+                return presence.addSession(
+                    sid: socket.id,
+                    userID: user.id,
+                    userJSON: JSONWriter.serialize(user.object),
+                    now: now()
+                ).flatMap { () -> EventLoopFuture<Void> in
+                    guard !chatIDs.isEmpty else { return socket.eventLoop.makeSucceededVoidFuture() }
+                    let list = JSONWriter.serialize(.array(chatIDs.map(JSONValue.string)))
+                    return presence.setSessionMember(sid: socket.id, name: "chat_ids", json: list).map { _ in }
+                }.hop(to: socket.eventLoop).flatMapErrorThrowing { error in
+                    warnings.warning("session not restored", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
+                }
+            }
+        }
+    }
+
     // MARK: Steps
 
     /// `user-join`: authenticate (if not yet), then join the user's channels; acked with the user. A token that

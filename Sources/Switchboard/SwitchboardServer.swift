@@ -509,6 +509,13 @@ public enum Switchboard {
                     }
                 )
             }
+            if let cluster {
+                cluster.onTransportRestored = { [socketIO, contract] in
+                    guard let local = (socketIO.namespace("/")?.adapter as? ClusterAdapter)?.local else { return }
+                    logger.info("Redis is back; writing this node's sessions into the pools again")
+                    contract.restoreSessions(local: local)
+                }
+            }
             if let bridge, let cluster {
                 cluster.onLocalRoomChange = { namespace, room, occupied in
                     bridge.localRoomChanged(namespace: namespace, room: room, occupied: occupied)

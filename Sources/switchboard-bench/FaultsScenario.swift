@@ -237,6 +237,7 @@ struct FaultsScenario {
             if poolCount >= connected { poolBack = Double(monotonicNanoseconds() - upAt) / 1e9 }
             try await Task.sleep(for: .milliseconds(250))
         }
+        let poolRestored = poolBack
         let poolNote =
             "SESSION_POOL "
             + (poolBack.map { "held every connected session again after \(String(format: "%.2f", $0)) s" }
@@ -266,7 +267,8 @@ struct FaultsScenario {
                     "/ready 200 again \(String(format: "%.2f", readyAfterRestart)) s after Redis came back",
                     poolNote,
                     "ticks lost by anyone from 2 s after Redis came back: \(lostAfter)",
-                ]
+                ],
+                sessionPoolRestoredSeconds: poolRestored
             )
         }.get()
         phases.append(restartPhase)

@@ -181,6 +181,9 @@ struct FaultPhase: Codable, Sendable {
     var recoverySeconds: Double
     var recoveryMedianSeconds: Double
     var notes: [String]
+    /// Redis restarted empty: seconds from its return until SESSION_POOL held every connected session; nil if it
+    /// never did within the scenario's wait, or for the other faults.
+    var sessionPoolRestoredSeconds: Double? = nil
 }
 
 struct FaultsRun: Codable, Sendable {

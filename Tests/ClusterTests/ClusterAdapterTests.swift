@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import SocketIO
 import XCTest
@@ -300,6 +301,27 @@ final class ClusterAdapterTests: XCTestCase {
         harness.settle()
         XCTAssertEqual(harness.hub.publishCounts, ["switchboard:node:nodeBB": 1], "routed again after the resync")
         XCTAssertEqual(b1.events(), [#"2["n"]"#])
+    }
+
+    func testTransportRestoredIsCalledOnEveryReconnectButNotTheFirstConnect() throws {
+        let (harness, a, _, _) = threeNodes()
+        let restored = NIOLockedValueBox(0)
+        a.cluster.onTransportRestored = { restored.withLockedValue { $0 += 1 } }
+        harness.settle()
+        XCTAssertEqual(restored.withLockedValue { $0 }, 0, "the first connect is not a restore")
+        harness.hub.setConnected(false)
+        harness.settle()
+        XCTAssertEqual(restored.withLockedValue { $0 }, 0)
+        harness.hub.setConnected(true)
+        harness.settle()
+        XCTAssertEqual(restored.withLockedValue { $0 }, 1)
+        harness.hub.setConnected(true)
+        harness.settle()
+        XCTAssertEqual(restored.withLockedValue { $0 }, 1, "no change, no call")
+        harness.hub.setConnected(false)
+        harness.hub.setConnected(true)
+        harness.settle()
+        XCTAssertEqual(restored.withLockedValue { $0 }, 2)
     }
 
     func testDelayedTransportKeepsOrderAndDroppedRegistryIsRepairedByResync() throws {

@@ -160,3 +160,6 @@ def test_faults_under_load_lose_nothing_for_the_clients_they_spare(tmp_path):
     assert pause["recoverySeconds"] < 5 and restart["recoverySeconds"] < 5, (pause, restart)
     assert any("ticks lost by anyone after the pause: 0" in n for n in pause["notes"]), pause
     assert any("ticks lost by anyone from 2 s after Redis came back: 0" in n for n in restart["notes"]), restart
+    # Presence is back too: every connected session is in SESSION_POOL again within 5 s of Redis's return.
+    assert restart["sessionPoolRestoredSeconds"] is not None, restart
+    assert restart["sessionPoolRestoredSeconds"] < 5, restart

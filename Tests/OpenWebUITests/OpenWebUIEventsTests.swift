@@ -75,6 +75,7 @@ final class ContractFixture {
     let router: EngineRouter
     let clock = NIOLockedValueBox(1_700_000_050)
     let revalidator: SessionRevalidator
+    let events: OpenWebUIEvents
     private var clients: [PollingClient] = []
     /// Packets that came in the same poll as a CONNECT answer, by client.
     private var leftover: [ObjectIdentifier: [String]] = [:]
@@ -126,6 +127,7 @@ final class ContractFixture {
             now: now
         )
         io.addNamespace("/", handlers: events.handlers())
+        self.events = events
         let engine = EngineServer(
             configuration: EngineConfiguration(pingInterval: .seconds(300), pingTimeout: .seconds(300)),
             application: io,
@@ -364,6 +366,43 @@ struct OpenWebUIEventsTests {
         #expect(try fixture.packets(client) == ["34[]"])
         let stored = try #require(try fixture.value(fixture.presence.session(sid: sid)))
         #expect(stored == #"{"id":"42","name":"Ada","email":"ada@example.com","role":"user","last_seen_at":1700000250}"#)
+    }
+
+    @Test("when Redis comes back empty, every authenticated socket is written into the pools again, with its chats")
+    func restoreSessionsAfterDataLoss() throws {
+        let fixture = try ContractFixture(broadcastPresence: false)
+        let (adaClient, adaAnswer) = try fixture.connect(token: Self.ada)
+        let ada = try fixture.sid(adaAnswer)
+        let (sevenClient, sevenAnswer) = try fixture.connect(token: Self.seven)
+        let seven = try fixture.sid(sevenAnswer)
+        let (anonymousClient, anonymousAnswer) = try fixture.connect(token: nil)
+        let anonymous = try fixture.sid(anonymousAnswer)
+        for client in [adaClient, sevenClient, anonymousClient] { _ = try fixture.packets(client) }
+        let local = try #require(fixture.io.namespace("/")?.adapter as? InMemoryAdapter)
+        // Ada has a shared chat open (joining one needs the backend, which this fixture has not).
+        local.forEachSocket(matching: BroadcastOptions(rooms: [ada])) { ContractSession.of($0).chatIDs = ["c1", "c2"] }
+        // Redis restarted without its data; Seven's client goes while it was away.
+        for sid in [ada, seven] { _ = try fixture.value(fixture.presence.removeSession(sid: sid)) }
+        try sevenClient.send("1")
+        fixture.loop.run()
+        fixture.clock.withLockedValue { $0 += 30 }
+
+        fixture.events.restoreSessions(local: local)
+        fixture.loop.run()
+        let stored = try #require(try fixture.value(fixture.presence.session(sid: ada)))
+        #expect(
+            stored
+                == #"{"id":"42","name":"Ada","email":"ada@example.com","role":"user","last_seen_at":1700000080,"chat_ids":["c1","c2"]}"#
+        )
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "42")) == [ada])
+        #expect(try fixture.value(fixture.presence.session(sid: seven)) == nil, "a socket that left stays out")
+        #expect(try fixture.value(fixture.presence.session(sid: anonymous)) == nil, "anonymous sockets are never pooled")
+        #expect(try fixture.value(fixture.presence.usersOnline()) == ["42"])
+
+        // Nothing was lost (a reconnect without a restart): the same entry, written again.
+        fixture.events.restoreSessions(local: local)
+        fixture.loop.run()
+        #expect(try fixture.value(fixture.presence.session(sid: ada)) == stored)
     }
 
     @Test("a server-side disconnect drops the user's cached answer, so the reconnect is checked afresh")
