@@ -30,6 +30,8 @@ public enum DisconnectReason: String, Sendable, CaseIterable, CustomStringConver
     /// The node could not decide on the client's CONNECT because the service it asks was busy or down; the
     /// transport is closed so that the client reconnects after its backoff, where a refusal would end its retries.
     case backendUnavailable = "backend_unavailable"
+    /// The client's user already had as many sockets on this node as it may (`--max-connections-per-user`).
+    case connectionsPerUser = "connections_per_user"
     /// The node is shutting down.
     case serverShutdown = "server_shutdown"
 

@@ -576,7 +576,8 @@ public final class EngineSession: @unchecked Sendable {
     /// should learn of them from a close packet rather than an unknown-session error.
     private static func lingersForNextPoll(_ reason: DisconnectReason) -> Bool {
         switch reason {
-        case .serverDisconnect, .serverShutdown, .connectTimeout, .invalidPacket, .slowConsumer, .eventBacklog:
+        case .serverDisconnect, .serverShutdown, .connectTimeout, .invalidPacket, .slowConsumer, .eventBacklog,
+            .connectionsPerUser:
             return true
         default: return false
         }

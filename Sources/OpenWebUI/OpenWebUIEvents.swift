@@ -52,6 +52,8 @@ final class ContractSession: @unchecked Sendable {
     var chatIDs: [String] = []
     /// Whether an event of this socket went to the forward target (which then hears of its disconnect).
     var forwardedEvents = false
+    /// The user this socket is counted for in the per-user limit, until it goes.
+    var countedUser: String?
     let queue: OrderedWorkQueue
 
     init(eventLoop: EventLoop) {
@@ -86,6 +88,8 @@ package struct OpenWebUIEvents: Sendable {
     package var directCompletions: DirectCompletionChannel?
     /// Publishes who has a shared chat open; nil keeps `events:chat` join/leave from publishing presence.
     package var chatPresence: ChatPresence?
+    /// Sockets per user on this node; nil for no limit.
+    package var connectionsPerUser: UserConnectionLimit?
     let strict: Bool
     let broadcastPresence: Bool
     let nodeID: String
@@ -233,6 +237,10 @@ package struct OpenWebUIEvents: Sendable {
         }
         handlers.disconnected = { socket, reason in
             let session = ContractSession.of(socket)
+            if let counted = session.countedUser {
+                connectionsPerUser?.release(counted)
+                session.countedUser = nil
+            }
             if let user = session.user, let token = session.token {
                 revalidator?.untrack(socket, token: token)
                 // Open WebUI disconnects a user's sockets when it ends their session; the client reconnects at
@@ -329,8 +337,12 @@ package struct OpenWebUIEvents: Sendable {
                 revalidator?.track(socket, token: token, userID: user.id, previousToken: session.token)
                 session.token = token
             }
-            return registered.flatMap { joinChannels(socket, token: token) }.map { () -> [JSONValue] in
-                [["id": .string(user.id), "name": .string(user.name)]]
+            return registered.flatMap { () -> EventLoopFuture<[JSONValue]> in
+                // Refused (over its user's limit): disconnected, nothing more to join or answer.
+                guard session.user != nil else { return socket.eventLoop.makeSucceededFuture([]) }
+                return joinChannels(socket, token: token).map { () -> [JSONValue] in
+                    [["id": .string(user.id), "name": .string(user.name)]]
+                }
             }
         }.recover { error in
             report(error, attempt == 1 ? "user-join refused" : "user-join refused again", socket)
@@ -417,6 +429,23 @@ package struct OpenWebUIEvents: Sendable {
 
     /// An authenticated socket enters the pools and its user's room; everyone learns the user list.
     private func register(_ socket: Socket, _ user: AuthenticatedUser) -> EventLoopFuture<Void> {
+        // Gone while its token was checked: its disconnect step has run, and nothing may be counted or pooled.
+        guard socket.isConnected else { return socket.eventLoop.makeSucceededVoidFuture() }
+        if let limit = connectionsPerUser {
+            guard limit.admit(user.id) else {
+                let session = ContractSession.of(socket)
+                session.user = nil
+                session.token = nil
+                logger.info(
+                    "socket refused: its user has too many connections on this node",
+                    metadata: ["sid": "\(socket.id)", "user": "\(user.id)", "limit": "\(limit.limit)"]
+                )
+                // A DISCONNECT, so the stock client stays off instead of retrying into the same refusal.
+                socket.disconnect(reason: .connectionsPerUser, closeClient: true)
+                return socket.eventLoop.makeSucceededVoidFuture()
+            }
+            ContractSession.of(socket).countedUser = user.id
+        }
         socket.join("user:\(user.id)")
         if let token = ContractSession.of(socket).token {
             revalidator?.track(socket, token: token, userID: user.id, previousToken: nil)

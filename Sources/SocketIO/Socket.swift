@@ -178,19 +178,19 @@ public final class Socket: @unchecked Sendable, Hashable {
 
     // MARK: Disconnect
 
-    /// Disconnects this socket from its namespace (sends DISCONNECT). With `closeClient`, the
-    /// whole Engine.IO session closes too.
-    public func disconnect(closeClient: Bool = false) {
+    /// Disconnects this socket from its namespace (sends DISCONNECT, after which the stock client does
+    /// not reconnect by itself). With `closeClient`, the whole Engine.IO session closes too.
+    public func disconnect(reason: DisconnectReason = .serverDisconnect, closeClient: Bool = false) {
         eventLoop.assertInEventLoop()
         guard isConnected else { return }
         client.session.logger.info(
             "socket disconnected",
-            metadata: ["reason": "\(DisconnectReason.serverDisconnect)", "sid": "\(id)", "namespace": "\(namespace.name)"]
+            metadata: ["reason": "\(reason)", "sid": "\(id)", "namespace": "\(namespace.name)"]
         )
         write(SocketIOPacketCodec.encode(.disconnect, namespace: namespace.name))
-        client.removeSocket(self, reason: .serverDisconnect)
+        client.removeSocket(self, reason: reason)
         if closeClient {
-            client.session.close(reason: .serverDisconnect)
+            client.session.close(reason: reason)
         }
     }
 

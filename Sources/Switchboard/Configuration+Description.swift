@@ -54,6 +54,7 @@ public func describe(_ configuration: SwitchboardConfiguration) -> String {
         forward-url=\(configuration.backend.forwardURL ?? "none (the backend)")
         forward-stream=\(configuration.backend.forwardStream)
         broadcast-presence=\(configuration.contract.broadcastPresence)
+        max-connections-per-user=\(configuration.contract.connectionsPerUser == 0 ? "0 (no limit)" : String(configuration.contract.connectionsPerUser))
         user-pool=\(configuration.contract.writeUserPool || configuration.contract.broadcastPresence)
         relay-events=\(configuration.contract.relayEvents)
         api-key=\(configuration.api.key == nil ? "(none: API refuses requests)" : "(set)")

@@ -287,6 +287,9 @@ public struct ConfigurationReader {
         toggle("broadcast-presence", ["SWITCHBOARD_BROADCAST_PRESENCE"]) { $0.contract.broadcastPresence = $1 },
         toggle("user-pool", ["SWITCHBOARD_USER_POOL"]) { $0.contract.writeUserPool = $1 },
         toggle("relay-events", ["SWITCHBOARD_RELAY_EVENTS"]) { $0.contract.relayEvents = $1 },
+        count("max-connections-per-user", ["SWITCHBOARD_MAX_CONNECTIONS_PER_USER"], 0...100_000_000) {
+            $0.contract.connectionsPerUser = $1
+        },
         Setting(flag: "client-heartbeat-interval", environment: [("WEBSOCKET_HEARTBEAT_INTERVAL", .seconds)]) {
             config,
             value,

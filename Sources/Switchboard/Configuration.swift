@@ -171,6 +171,9 @@ public struct SwitchboardConfiguration: Sendable {
         /// Also serve the generic `join` / `leave` / `publish` events (benchmarks). Default false: any
         /// client could join any room with them.
         public var relayEvents: Bool = false
+        /// Sockets one authenticated user may have on this node; 0 for no limit. Over it, the socket gets a
+        /// Socket.IO DISCONNECT (reason `connections_per_user`). Default 0.
+        public var connectionsPerUser: Int = 0
     }
 
     /// The backend HTTP API.

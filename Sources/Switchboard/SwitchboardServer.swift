@@ -469,6 +469,9 @@ public enum Switchboard {
                 now: { PresenceSweeper.systemClock() }
             )
             contract.revalidator = revalidator
+            if configuration.contract.connectionsPerUser > 0 {
+                contract.connectionsPerUser = UserConnectionLimit(limit: configuration.contract.connectionsPerUser)
+            }
             contract.chatPresence = ChatPresence(
                 presence: presence.store,
                 redis: redisCommands,

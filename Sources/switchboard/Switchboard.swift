@@ -100,6 +100,8 @@ struct NodeOptions: ParsableArguments {
     var forwardStream: String?
     @Option(name: .customLong("broadcast-presence"), help: "Broadcast user-list and usage to everyone (env SWITCHBOARD_BROADCAST_PRESENCE). Default false.")
     var broadcastPresence: String?
+    @Option(name: .customLong("max-connections-per-user"), help: "Sockets one authenticated user may have on this node, 0 for no limit (env SWITCHBOARD_MAX_CONNECTIONS_PER_USER). Default 0.")
+    var maxConnectionsPerUser: String?
     @Option(name: .customLong("user-pool"), help: "Also list sessions in USER_POOL, for Open WebUI before 0.12 (env SWITCHBOARD_USER_POOL). Default false; on with --broadcast-presence.")
     var userPool: String?
     @Option(name: .customLong("relay-events"), help: "Serve the generic join/leave/publish events (env SWITCHBOARD_RELAY_EVENTS). Default false.")
@@ -185,7 +187,7 @@ struct NodeOptions: ParsableArguments {
             ("forward-path", forwardPath),
             ("forward-url", forwardURL),
             ("forward-stream", forwardStream),
-            ("broadcast-presence", broadcastPresence),
+            ("broadcast-presence", broadcastPresence), ("max-connections-per-user", maxConnectionsPerUser),
             ("user-pool", userPool),
             ("relay-events", relayEvents),
             ("client-heartbeat-interval", clientHeartbeatInterval),

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import jwt
 import requests
 import socketio
 import websocket
@@ -283,3 +284,47 @@ def _send_and_read(port: int, request: bytes) -> bytes:
         return data
     finally:
         sock.close()
+
+
+def test_a_users_sockets_over_its_limit_are_disconnected_and_the_stock_client_stays_off(serve_factory):
+    secret = "per-user-limit-secret-0123456789abcdef0123"
+    node = serve_factory("--path", "/ws/socket.io", "--jwt-secret", secret, "--max-connections-per-user", "2")
+
+    def token(user: str) -> str:
+        return jwt.encode({"id": user, "iat": int(time.time())}, secret, algorithm="HS256")
+
+    clients: list[socketio.Client] = []
+
+    def connect(user: str) -> tuple[socketio.Client, list]:
+        sio = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=0.5)
+        disconnects: list = []
+        sio.on("disconnect", lambda *reason: disconnects.append(reason))
+        sio.connect(node.base, socketio_path="/ws/socket.io", transports=["websocket"],
+                    auth={"token": token(user)}, wait_timeout=TIMEOUT)
+        clients.append(sio)
+        return sio, disconnects
+
+    try:
+        (first, _), (second, _) = connect("ada"), connect("ada")
+        third, third_disconnects = connect("ada")
+        wait_until(lambda: bool(third_disconnects), what="the third socket of one user disconnected")
+        # Told by the server (python-socketio names it), so the client does not reconnect by itself.
+        assert third_disconnects[0] in ((), ("io server disconnect",), ("server disconnect",)), third_disconnects
+        time.sleep(1.5)
+        assert not third.connected and len(third_disconnects) == 1, third_disconnects
+        assert first.connected and second.connected
+        assert metric(node, "switchboard_engineio_disconnects_total", reason="connections_per_user") == 1
+
+        # Another user is not affected; one of Ada's sockets going lets the next one in.
+        other, other_disconnects = connect("grace")
+        first.disconnect()
+        time.sleep(0.3)
+        fourth, fourth_disconnects = connect("ada")
+        time.sleep(1.0)
+        assert fourth.connected and not fourth_disconnects and other.connected and not other_disconnects
+        assert metric(node, "switchboard_engineio_disconnects_total", reason="connections_per_user") == 1
+        assert "its user has too many connections on this node" in node.stderr_text()
+    finally:
+        for sio in clients:
+            sio.disconnect()
+    assert node.alive()

@@ -80,7 +80,7 @@ final class ContractFixture {
     /// Packets that came in the same poll as a CONNECT answer, by client.
     private var leftover: [ObjectIdentifier: [String]] = [:]
 
-    init(broadcastPresence: Bool = true, strict: Bool = false) throws {
+    init(broadcastPresence: Bool = true, strict: Bool = false, connectionsPerUser: Int = 0) throws {
         let loop = self.loop
         presence = StallablePresenceStore(eventLoop: loop)
         let clock = self.clock
@@ -118,6 +118,7 @@ final class ContractFixture {
             now: now
         )
         events.revalidator = revalidator
+        if connectionsPerUser > 0 { events.connectionsPerUser = UserConnectionLimit(limit: connectionsPerUser) }
         events.chatPresence = ChatPresence(
             presence: presence,
             redis: nil,
@@ -149,7 +150,7 @@ final class ContractFixture {
         loop.run()
         let payload = try #require(try client.receive())
         let records = payload.split(separator: RS).map(String.init)
-        leftover[ObjectIdentifier(client)] = records.dropFirst().map { String($0.dropFirst()) }
+        leftover[ObjectIdentifier(client)] = records.dropFirst().map { $0.hasPrefix("4") ? String($0.dropFirst()) : String($0) }
         return (client, records[0])
     }
 
@@ -157,6 +158,11 @@ final class ContractFixture {
     func sid(_ answer: String) throws -> String {
         let value = try JSONParser.parse(String(answer.dropFirst(2)))
         return try #require(value["sid"]?.stringValue)
+    }
+
+    /// The packets that came in the same poll as `client`'s CONNECT answer, without polling again.
+    func packetsWithConnect(_ client: PollingClient) -> [String] {
+        leftover.removeValue(forKey: ObjectIdentifier(client)) ?? []
     }
 
     /// Every Socket.IO packet waiting for `client` (the `4` of each Engine.IO message dropped).
@@ -403,6 +409,36 @@ struct OpenWebUIEventsTests {
         fixture.events.restoreSessions(local: local)
         fixture.loop.run()
         #expect(try fixture.value(fixture.presence.session(sid: ada)) == stored)
+    }
+
+    @Test("over its user's limit, a socket is disconnected unpooled; a user under it and an anonymous socket are not")
+    func connectionsPerUser() throws {
+        let fixture = try ContractFixture(broadcastPresence: false, connectionsPerUser: 2)
+        let (first, firstAnswer) = try fixture.connect(token: Self.ada)
+        let (_, secondAnswer) = try fixture.connect(token: Self.ada)
+        for _ in 0..<2 { _ = try fixture.connect(token: Self.seven) }
+        let (anonymous, _) = try fixture.connect(token: nil)
+        let (third, thirdAnswer) = try fixture.connect(token: Self.ada)
+        let refused = try fixture.sid(thirdAnswer)
+        // In the poll that carried the CONNECT answer: a Socket.IO DISCONNECT (after which the stock client does
+        // not retry), then the Engine.IO close.
+        #expect(fixture.packetsWithConnect(third) == ["1", "1"])
+        #expect(try fixture.value(fixture.presence.session(sid: refused)) == nil)
+        let admitted = Set([try fixture.sid(firstAnswer), try fixture.sid(secondAnswer)])
+        #expect(Set(try fixture.value(fixture.presence.sessions(ofUser: "42"))) == admitted)
+        #expect(try fixture.value(fixture.io.namespace("/")!.adapter.socketIDs(matching: .init(rooms: ["user:42"]))) == admitted)
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "7")).count == 2, "the limit is per user")
+        // An anonymous socket counts only once it signs in, and then like any other.
+        try anonymous.send(#"21["user-join",{"auth":{"token":"\#(Self.ada)"}}]"#)
+        #expect(try fixture.packets(anonymous) == ["1", "1"], "refused before it is answered or joins anything")
+
+        // One of Ada's sockets goes: the next one gets in.
+        try first.send("1")
+        fixture.loop.run()
+        let (fourth, fourthAnswer) = try fixture.connect(token: Self.ada)
+        #expect(try fixture.packets(fourth) == [])
+        #expect(try fixture.value(fixture.presence.session(sid: try fixture.sid(fourthAnswer))) != nil)
+        #expect(try fixture.value(fixture.presence.sessions(ofUser: "42")).count == 2)
     }
 
     @Test("a server-side disconnect drops the user's cached answer, so the reconnect is checked afresh")

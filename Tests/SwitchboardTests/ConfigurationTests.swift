@@ -36,7 +36,10 @@ final class ConfigurationTests: XCTestCase {
 
     func testClientLimitsAndTrustedProxies() throws {
         let config = try read(
-            flags: ["address-handshake-rate": "2.5", "max-connections-per-address": "50", "packet-burst": "7"],
+            flags: [
+                "address-handshake-rate": "2.5", "max-connections-per-address": "50", "packet-burst": "7",
+                "max-connections-per-user": "3",
+            ],
             env: [
                 "SWITCHBOARD_PACKET_RATE": "100", "FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1",
                 "SWITCHBOARD_REQUEST_HEAD_TIMEOUT": "1500",
@@ -59,6 +62,10 @@ final class ConfigurationTests: XCTestCase {
             "the flag wins over the environment"
         )
         XCTAssertTrue(describe(config).contains("packet-rate=100/s (burst 7)"))
+        XCTAssertEqual(config.contract.connectionsPerUser, 3)
+        XCTAssertTrue(describe(config).contains("max-connections-per-user=3"))
+        XCTAssertEqual(try read(env: ["SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "20"]).contract.connectionsPerUser, 20)
+        XCTAssertEqual(try read().contract.connectionsPerUser, 0, "off by default")
     }
 
     func testSecretsNeverPrintWithTheConfiguration() throws {
@@ -208,6 +215,7 @@ final class ConfigurationTests: XCTestCase {
             (["address-handshake-burst": "0"], [:], "--address-handshake-burst"),
             (["max-connections-per-address": "lots"], [:], "--max-connections-per-address"),
             (["request-head-timeout": "0"], [:], "--request-head-timeout"),
+            (["max-connections-per-user": "-2"], [:], "--max-connections-per-user"),
         ]
         for (flags, env, setting) in cases {
             XCTAssertThrowsError(try read(flags: flags, env: env), "\(flags) \(env)") { error in
