@@ -242,7 +242,10 @@ struct FaultsScenario {
             "SESSION_POOL "
             + (poolBack.map { "held every connected session again after \(String(format: "%.2f", $0)) s" }
                 ?? "held \(poolCount) of \(connected) connected sessions 15 s after Redis came back")
-        try await Task.sleep(for: .seconds(3))
+        // At least 3 s more, and a window of 5 s from 2 s after Redis came back, whatever the pools took.
+        let windowEnd = upAt + 2_000_000_000 + 5_000_000_000 + UInt64(settle.nanoseconds)
+        let now = monotonicNanoseconds()
+        try await Task.sleep(for: .nanoseconds(Int64(max(3_000_000_000, windowEnd > now ? windowEnd - now : 0))))
         let restartEnd = monotonicNanoseconds()
         let restartPhase = try await self.loop.submit {
             let during = restartedAt..<upAt
