@@ -25,19 +25,29 @@ public final class SwitchboardServer: Sendable {
     let host: String
     let port: Int
     let logger: Logger
+    /// `main` or `api`: names the listener in logs and metrics.
+    let listenerName: String
 
-    public init(group: EventLoopGroup, router: EngineRouter, host: String, port: Int, logger: Logger) {
+    public init(group: EventLoopGroup, router: EngineRouter, host: String, port: Int, logger: Logger, listenerName: String = "main") {
         self.group = group
         self.router = router
         self.host = host
         self.port = port
         self.logger = logger
+        self.listenerName = listenerName
     }
 
     /// Binds the listening socket, or adopts `inheritedSocket` (socket activation) when given.
     public func bind(inheritedSocket: CInt? = nil) async throws -> Channel {
         let router = self.router
+        let acceptFailures = AcceptFailures(listener: listenerName, logger: logger)
         let bootstrap = ServerBootstrap(group: group)
+            // The synchronous bind installs no accept backoff of its own (only NIO's async binds do).
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(acceptFailures.makeHandler())
+                }
+            }
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -225,7 +235,8 @@ public enum Switchboard {
                     ),
                     host: configuration.listener.host,
                     port: api.port,
-                    logger: logger
+                    logger: logger,
+                    listenerName: "api"
                 )
             }
             services.append(
