@@ -10,6 +10,7 @@ import XCTest
 
 @testable import Cluster
 @testable import EngineIO
+import EngineIOTestSupport
 
 /// Messages exactly as python-socketio 5.18.1's `AsyncPubSubManager` publishes them (captured from its `_publish`).
 private enum PythonFixture {
@@ -277,43 +278,6 @@ final class PythonBridgeDecodingTests: XCTestCase {
             #"{"method":"callback","host_id":"python-origin","sid":"sidC","namespace":"/","id":1,"args":["yes",42]}"#
         )
         XCTAssertEqual(try JSONParser.parse(reply), try JSONParser.parse(PythonFixture.callback))
-    }
-}
-
-/// Keeps what a logger logs, to check that ignored input is reported with a reason.
-private final class LogCapture: Sendable {
-    struct Entry: Sendable {
-        var level: Logger.Level
-        var message: String
-        var metadata: Logger.Metadata
-    }
-
-    private let entries = Mutex<[Entry]>([])
-
-    var all: [Entry] { entries.withLock { $0 } }
-
-    var logger: Logger {
-        Logger(label: "python-bridge-test") { _ in Handler(capture: self) }
-    }
-
-    private struct Handler: LogHandler {
-        let capture: LogCapture
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let entry = Entry(
-                level: event.level,
-                message: "\(event.message)",
-                metadata: metadata.merging(event.metadata ?? [:]) { $1 }
-            )
-            capture.entries.withLock { $0.append(entry) }
-        }
     }
 }
 

@@ -1,3 +1,4 @@
+import EngineIOTestSupport
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -35,32 +36,16 @@ struct LogThrottleTests {
 
     @Test("ThrottledWarnings writes one line per window and names how many it left out")
     func warnings() {
-        let lines = NIOLockedValueBox<[(String, String?)]>([])
-        let logger = Logger(label: "test") { _ in Recorder(lines: lines) }
+        let capture = LogCapture()
+        let logger = capture.logger
         let clock = ManualClock()
         let warnings = ThrottledWarnings(logger: logger, throttle: LogThrottle(window: .seconds(10), clock: clock.read))
         for sid in 0..<10_000 { warnings.warning("user not authenticated yet", metadata: ["sid": "\(sid)"]) }
         clock.advance(.seconds(10))
         warnings.warning("user not authenticated yet", metadata: ["sid": "last"])
-        let written = lines.withLockedValue { $0 }
+        let written = capture.all
         #expect(written.count == 2)
-        #expect(written.first?.0 == "user not authenticated yet" && written.first?.1 == nil)
-        #expect(written.last?.1 == "9999")
-    }
-
-    private struct Recorder: LogHandler {
-        let lines: NIOLockedValueBox<[(String, String?)]>
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let suppressed = event.metadata?["suppressed"].map { "\($0)" }
-            lines.withLockedValue { $0.append(("\(event.message)", suppressed)) }
-        }
+        #expect(written.first?.message == "user not authenticated yet" && written.first?.metadata["suppressed"] == nil)
+        #expect(written.last?.metadata["suppressed"].map { "\($0)" } == "9999")
     }
 }

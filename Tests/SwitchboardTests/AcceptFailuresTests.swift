@@ -1,6 +1,6 @@
+import EngineIOTestSupport
 import Logging
 import MetricsTestKit
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -15,9 +15,8 @@ import Glibc
 struct AcceptFailuresTests {
     @Test func everyFailureWaitsAndCountsAndTheWarningIsThrottled() throws {
         let metrics = TestMetrics()
-        let lines = NIOLockedValueBox<[String]>([])
-        let logger = Logger(label: "test") { _ in Recorder(lines: lines) }
-        let failures = AcceptFailures(listener: "api", logger: logger, factory: metrics)
+        let logs = LogCapture()
+        let failures = AcceptFailures(listener: "api", logger: logs.logger, factory: metrics)
         let counter = try metrics.expectCounter(AcceptFailures.label, [("listener", "api")])
         let emfile = IOError(errnoCode: EMFILE, reason: "accept")
         let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
@@ -27,11 +26,12 @@ struct AcceptFailuresTests {
             #expect(failures.failed(emfile, now: start + .milliseconds(Int64(step) * 250)) == AcceptFailures.backoff)
         }
         #expect(counter.totalValue == 40)
-        #expect(lines.withLockedValue { $0.count } == 1, "one warning per 10 s, not one per failure")
-        #expect(lines.withLockedValue { $0.first?.contains("cannot accept connections") } == true)
+        #expect(logs.all.count == 1, "one warning per 10 s, not one per failure")
+        #expect(logs.all.first?.message.hasPrefix("cannot accept connections") == true)
+        #expect(logs.all.first?.level == .warning)
         _ = failures.failed(emfile, now: start + .seconds(10))
-        #expect(lines.withLockedValue { $0.count } == 2)
-        #expect(lines.withLockedValue { $0.last?.contains("listener=api") } == true)
+        #expect(logs.all.count == 2)
+        #expect(logs.all.last?.metadata["listener"] == "api")
     }
 
     @Test func theHandlerGoesOnTheListenerAndSwallowsTheError() throws {
@@ -41,21 +41,5 @@ struct AcceptFailuresTests {
         channel.pipeline.fireErrorCaught(IOError(errnoCode: EMFILE, reason: "accept"))
         #expect(throws: Never.self) { try channel.throwIfErrorCaught() }
         _ = try channel.finish()
-    }
-
-    private struct Recorder: LogHandler {
-        let lines: NIOLockedValueBox<[String]>
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-            lines.withLockedValue { $0.append(([event.message.description] + fields).joined(separator: " ")) }
-        }
     }
 }
