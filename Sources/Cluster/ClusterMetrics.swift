@@ -13,11 +13,14 @@ public final class ClusterMetrics: Sendable {
     public static let bridgeMessagesLabel = "switchboard_python_bridge_messages_total"
     /// python-socketio payloads ignored, by `reason` (malformed | unknown_method).
     public static let bridgeRejectedLabel = "switchboard_python_bridge_messages_rejected_total"
+    /// Times this node found the others had reaped it (cut off from Redis without a disconnect) and joined again.
+    public static let rejoinsLabel = "switchboard_cluster_rejoins_total"
 
     /// Indexed by `ClusterMessage.Kind.rawValue - 1`.
     private let published: [Counter]
     private let received: [Counter]
     let undecodable: Counter
+    let rejoins: Counter
     /// Indexed by `PythonBridgeMessage.Action.methodIndex`.
     private let bridgeMessages: [Counter]
     let bridgeMalformed: Counter
@@ -33,6 +36,7 @@ public final class ClusterMetrics: Sendable {
         published = counters(Self.publishedLabel, "kind", kinds)
         received = counters(Self.receivedLabel, "kind", kinds)
         undecodable = Counter(label: Self.undecodableLabel, factory: factory)
+        rejoins = Counter(label: Self.rejoinsLabel, factory: factory)
         bridgeMessages = counters(Self.bridgeMessagesLabel, "method", PythonBridgeMessage.Action.methods)
         let rejected = counters(Self.bridgeRejectedLabel, "reason", ["malformed", "unknown_method"])
         bridgeMalformed = rejected[0]

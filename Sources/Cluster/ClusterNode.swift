@@ -112,6 +112,7 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     /// without its data: resync rewrites the room registry, and this is for what others keep there.
     public var onTransportRestored: (@Sendable () -> Void)?
     private var hasConnected = false
+    private var hasBeaten = false
 
     public init(
         configuration: ClusterConfiguration,
@@ -240,6 +241,17 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         }
     }
 
+    /// The others reaped this node — its Redis was out of reach longer than the node TTL without the
+    /// connection breaking (a partition), so no reconnect will tell it — and deleted its room records and
+    /// sessions: it writes them again, as after a reconnect.
+    private func rejoin(_ why: String) {
+        guard !stopped, transportState == .connected else { return }
+        logger.warning("this node was reaped by the others; joining the cluster again", metadata: ["why": "\(why)"])
+        metrics.rejoins.increment()
+        resync()
+        onTransportRestored?()
+    }
+
     // MARK: Registry
 
     public func roomOccupancyChanged(namespace: String, room: String, occupied: Bool, eventLoop: EventLoop) {
@@ -317,7 +329,11 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
                 }
             }
         case .nodeGone(let node):
-            forgetLocally(node)
+            if node == id, !stopped {
+                rejoin("another node announced it gone")
+            } else {
+                forgetLocally(node)
+            }
         default:
             break
         }
@@ -346,7 +362,7 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
         setTrusted(false)
         let localKeys = Array(localOccupancy.keys)
         transport.heartbeat(node: id, ttl: configuration.nodeTTL)
-            .flatMap { localKeys.isEmpty ? self.controlLoop.makeSucceededVoidFuture() : self.transport.addRooms(localKeys, node: self.id) }
+            .flatMap { _ in localKeys.isEmpty ? self.controlLoop.makeSucceededVoidFuture() : self.transport.addRooms(localKeys, node: self.id) }
             .flatMap { self.publish(.registry(added: localKeys, removed: []), to: self.configuration.registryChannel) }
             .flatMap { self.transport.nodes() }
             .flatMap { nodes -> EventLoopFuture<[(String, [String])]> in
@@ -360,6 +376,8 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
                 self.resyncBuffer = nil
                 switch result {
                 case .success(let snapshot):
+                    // Its heartbeat landed: from now on, a beat that finds it unlisted means it was reaped.
+                    self.hasBeaten = true
                     var rooms: [String: Set<String>] = [:]
                     var live: Set<String> = [self.id]
                     for (node, keys) in snapshot {
@@ -408,10 +426,12 @@ public final class ClusterNode: RoomOccupancyObserver, @unchecked Sendable {
     private func heartbeatTick() {
         guard !stopped, transportState == .connected else { return }
         transport.heartbeat(node: id, ttl: configuration.nodeTTL)
-            .flatMap { self.transport.nodes() }
+            .flatMap { unlisted in self.transport.nodes().map { (unlisted, $0) } }
             .hop(to: controlLoop)
             .whenComplete { result in
-                guard case .success(let nodes) = result else { return }
+                guard case .success(let (unlisted, nodes)) = result else { return }
+                if unlisted, self.hasBeaten { self.rejoin("its heartbeat found it unlisted") }
+                self.hasBeaten = true
                 for (node, alive) in nodes where node != self.id {
                     if alive {
                         if !self.liveNodes.contains(node) {

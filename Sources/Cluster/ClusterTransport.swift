@@ -26,8 +26,9 @@ public protocol ClusterTransport: AnyObject, Sendable {
 
     func publish(_ payload: ByteBuffer, to channel: String) -> EventLoopFuture<Void>
 
-    /// Marks `node` alive for `ttl` and lists it among the cluster's nodes.
-    func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Void>
+    /// Marks `node` alive for `ttl` and lists it among the cluster's nodes; true when it was not listed
+    /// (its first beat, or the others reaped it meanwhile).
+    func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Bool>
     /// Every listed node and whether its heartbeat is current.
     func nodes() -> EventLoopFuture<[String: Bool]>
     /// Records rooms (`namespace` + NUL + room) held by `node`.
@@ -55,6 +56,8 @@ public final class InMemoryClusterHub: Sendable {
         var subscribers: [ObjectIdentifier: Subscriber] = [:]
         /// Transports cut off from the medium (a crashed node): their commands fail.
         var severed: Set<ObjectIdentifier> = []
+        /// The subscriptions of severed transports, back on ``InMemoryClusterHub/heal(_:)``.
+        var cutOff: [ObjectIdentifier: Subscriber] = [:]
         var publishCounts: [String: Int] = [:]
         var alive: [String: NIODeadline] = [:]
         var listed: Set<String> = []
@@ -93,7 +96,17 @@ public final class InMemoryClusterHub: Sendable {
         state.withLockedValue {
             let id = ObjectIdentifier(transport)
             $0.severed.insert(id)
-            $0.subscribers[id] = nil
+            $0.cutOff[id] = $0.subscribers.removeValue(forKey: id)
+        }
+    }
+
+    /// Ends a partition: a severed transport reaches the medium again, without ever having seen a
+    /// disconnect (what a black-holed TCP connection looks like once the network heals).
+    public func heal(_ transport: ClusterTransport) {
+        state.withLockedValue {
+            let id = ObjectIdentifier(transport)
+            $0.severed.remove(id)
+            if let subscriber = $0.cutOff.removeValue(forKey: id) { $0.subscribers[id] = subscriber }
         }
     }
 
@@ -182,14 +195,14 @@ final class InMemoryClusterTransport: ClusterTransport {
         return eventLoop.makeSucceededVoidFuture()
     }
 
-    func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Void> {
+    func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Bool> {
         guard !hub.isSevered(self) else { return eventLoop.makeFailedFuture(Severed()) }
         let now = hub.now()
-        hub.withState {
+        let added = hub.withState {
             $0.alive[node] = now + ttl
-            $0.listed.insert(node)
+            return $0.listed.insert(node).inserted
         }
-        return eventLoop.makeSucceededVoidFuture()
+        return eventLoop.makeSucceededFuture(added)
     }
 
     func nodes() -> EventLoopFuture<[String: Bool]> {

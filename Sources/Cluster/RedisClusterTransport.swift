@@ -123,12 +123,13 @@ public final class RedisClusterTransport: ClusterTransport {
     private func aliveKey(_ node: String) -> String { "\(prefix):node:\(node):alive" }
     private func roomsKey(_ node: String) -> String { "\(prefix):rooms:\(node)" }
 
-    public func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Void> {
+    public func heartbeat(node: String, ttl: TimeAmount) -> EventLoopFuture<Bool> {
         var pipeline = RedisPipeline()
         pipeline.append("SET", aliveKey(node), "1", "PX", Int(ttl.nanoseconds / 1_000_000))
         pipeline.append("SADD", nodesKey, node)
         return commands.send(pipeline).flatMapThrowing { replies in
             for reply in replies { _ = try reply.throwingServerError() }
+            return replies.last?.int == 1
         }
     }
 

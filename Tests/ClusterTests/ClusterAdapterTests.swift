@@ -303,6 +303,36 @@ final class ClusterAdapterTests: XCTestCase {
         XCTAssertEqual(b1.events(), [#"2["n"]"#])
     }
 
+    func testANodeReapedDuringAPartitionJoinsAgainOnceItHeals() throws {
+        let (harness, a, _, c) = threeNodes()
+        let c1 = try c.connect()
+        c1.join("cut")
+        harness.settle()
+        _ = c1.received()
+        let restored = NIOLockedValueBox(0)
+        c.cluster.onTransportRestored = { restored.withLockedValue { $0 += 1 } }
+
+        // Partitioned from the medium without a disconnect: the others reap it.
+        harness.hub.sever(c.transport)
+        let reaped = harness.loop.makePromise(of: String.self)
+        a.cluster.onNodeReaped = { reaped.succeed($0) }
+        harness.advance(by: .seconds(12))
+        XCTAssertEqual(try harness.value(reaped.futureResult), "nodeCC")
+        a.namespace.emit("lost", [], to: ["cut"])
+        harness.settle()
+        XCTAssertEqual(c1.events(), [], "reaped: no longer routed to")
+
+        // Healed: its next heartbeat finds it unlisted, and it writes its rooms (and sessions) again.
+        harness.hub.heal(c.transport)
+        harness.advance(by: .seconds(3))
+        XCTAssertEqual(restored.withLockedValue { $0 }, 1)
+        harness.advance(by: .seconds(3))
+        a.namespace.emit("back", [], to: ["cut"])
+        harness.settle()
+        XCTAssertEqual(c1.events(), [#"2["back"]"#])
+        XCTAssertEqual(restored.withLockedValue { $0 }, 1, "once, not on every beat")
+    }
+
     func testTransportRestoredIsCalledOnEveryReconnectButNotTheFirstConnect() throws {
         let (harness, a, _, _) = threeNodes()
         let restored = NIOLockedValueBox(0)
