@@ -25,6 +25,9 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
     private(set) var firstStart: UInt64 = 0
     private(set) var lastReady: UInt64 = 0
 
+    /// SO_RCVBUF of the clients opened from now on; nil for the kernel's default.
+    var receiveBufferBytes: Int?
+
     /// Server events of ready clients go here.
     var onEvent: ((SocketClient, UnsafeRawBufferPointer, Int?) -> Void)?
 
@@ -71,6 +74,7 @@ final class ClientPool: SocketClientDelegate, @unchecked Sendable {
                 connectAuth: nil,
                 delegate: self
             )
+            client.receiveBufferBytes = self.receiveBufferBytes
             self.clients.append(client)
         }
         self.users = (0..<count).map { $0 + firstUser }

@@ -105,6 +105,19 @@ enum ReportPage {
                 }
             )
         }
+        for run in report.slowConsumers {
+            body += "<h2>Slow consumers (\(run.clients) clients, \(run.rooms) rooms, \(run.payloadBytes) B every \(run.tickMillis) ms)</h2>"
+            body += table(
+                ["phase", "delivered / expected", "p50 ms", "p99 ms", "max ms", "node RSS MiB"],
+                [("alone", run.alone, run.residentBytesAlone), ("with \(run.slowClients) that stopped reading", run.withSlow, run.residentBytesWithSlow)]
+                    .map { name, phase, rss in
+                        [name, "\(phase.delivered) / \(phase.expected)", fmt(Double(phase.p50Micros) / 1000, 2),
+                         fmt(Double(phase.p99Micros) / 1000, 2), fmt(Double(phase.maxMicros) / 1000, 2), "\(rss / 1_048_576)"]
+                    }
+            )
+            body += "<p>Slow clients cut off: \(run.slowCutOff) of \(run.slowClients)"
+                + (run.allCutOffSeconds.map { ", the last \(fmt($0, 1)) s after they stopped reading" } ?? ", not all") + ".</p>"
+        }
         if !report.redis.isEmpty {
             body += "<h2>Redis client</h2>"
             body += table(

@@ -226,4 +226,52 @@ struct BenchReport: Codable, Sendable {
     var redis: [RedisRun] = []
     var reconnect: [ReconnectRun] = []
     var faults: [FaultsRun] = []
+    var slowConsumers: [SlowConsumersRun] = []
+}
+
+/// What the well-behaved clients got of the ticks emitted in one phase of the slow scenario.
+struct SlowConsumersPhase: Codable, Sendable {
+    var ticks: Int
+    var expected: Int
+    var delivered: Int
+    var p50Micros: Int
+    var p99Micros: Int
+    var maxMicros: Int
+}
+
+struct SlowConsumersRun: Codable, Sendable {
+    var clients: Int
+    var slowClients: Int
+    var rooms: Int
+    var tickMillis: Int
+    var payloadBytes: Int
+    var outboundBoundBytes: Int
+    var alone: SlowConsumersPhase
+    var withSlow: SlowConsumersPhase
+    /// Slow clients the node closed as slow consumers, and how long after they stopped reading the last went.
+    var slowCutOff: Int
+    var allCutOffSeconds: Double?
+    var residentBytesAlone: Int
+    var residentBytesWithSlow: Int
+    var emitErrors: Int
+
+    var p99Ratio: Double { alone.p99Micros > 0 ? Double(withSlow.p99Micros) / Double(alone.p99Micros) : 0 }
+
+    var table: String {
+        func row(_ name: String, _ phase: SlowConsumersPhase, _ rss: Int) -> String {
+            "| \(name) | \(phase.delivered) / \(phase.expected) | \(String(format: "%.2f", Double(phase.p50Micros) / 1000)) "
+                + "| \(String(format: "%.2f", Double(phase.p99Micros) / 1000)) | \(String(format: "%.2f", Double(phase.maxMicros) / 1000)) "
+                + "| \(rss / 1_048_576) |"
+        }
+        return [
+            "| \(clients) clients, \(rooms) rooms, \(payloadBytes) B every \(tickMillis) ms | delivered / expected | p50 ms | p99 ms | max ms | node RSS MiB |",
+            "|---|---|---|---|---|---|",
+            row("alone", alone, residentBytesAlone),
+            row("with \(slowClients) clients that stopped reading", withSlow, residentBytesWithSlow),
+            "",
+            "slow clients cut off: \(slowCutOff) of \(slowClients)"
+                + (allCutOffSeconds.map { ", the last \(String(format: "%.1f", $0)) s after they stopped reading" } ?? ", not all")
+                + " (outbound bound \(outboundBoundBytes / 1024) KiB); p99 with them / alone: \(String(format: "%.2f", p99Ratio)); emit errors: \(emitErrors)",
+        ].joined(separator: "\n")
+    }
 }

@@ -46,6 +46,8 @@ final class SocketClient: ChannelInboundHandler, @unchecked Sendable {
     private let maskKey: (UInt8, UInt8, UInt8, UInt8)
     /// Whatever the scenario needs to remember per client (e.g. its user's room).
     var tag = 0
+    /// SO_RCVBUF for the connection, when a scenario wants a client that the kernel cannot buffer much for.
+    var receiveBufferBytes: Int?
 
     /// - Parameters:
     ///   - connectAuth: the JSON of the Socket.IO CONNECT packet's auth, or nil for none.
@@ -71,6 +73,9 @@ final class SocketClient: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
         if let source { bootstrap = bootstrap.bind(to: source) }
+        if let receiveBufferBytes {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferBytes))
+        }
         bootstrap.connect(host: self.host, port: self.port).assumeIsolated().whenFailure { error in
             self.close(reason: "connect failed: \(error)")
         }
@@ -96,6 +101,11 @@ final class SocketClient: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func flush() { self.context?.flush() }
+
+    /// Stops reading from the connection: a client that went away without closing, or cannot keep up.
+    func stopReading() {
+        try? self.context?.channel.syncOptions?.setOption(.autoRead, value: false)
+    }
 
     func disconnect() {
         guard let context, self.phase != .closed else { return }

@@ -33,7 +33,7 @@ struct SwitchboardBench: AsyncParsableCommand {
     var supportDirectory = "scripts/bench-support"
     @Option(help: "Where results.json, report.html and the servers' logs go.")
     var out = ".cache/bench"
-    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis,reconnect (default), faults.")
+    @Option(help: "Scenarios, ','-separated: fanout,backend,storm,idle,ack,redis,reconnect (default), faults, slow.")
     var scenarios = "fanout,backend,storm,idle,ack,redis,reconnect"
     @Option(help: "Systems, ','-separated: switchboard,baseline.")
     var systems = "switchboard,baseline"
@@ -120,6 +120,16 @@ struct SwitchboardBench: AsyncParsableCommand {
     var faultPause = 10.0
     @Option(help: "faults: milliseconds between two ticks to every room.")
     var faultTickMillis = 250
+    @Option(help: "slow: well-behaved clients on one node.")
+    var slowClients = 1000
+    @Option(help: "slow: clients that stop reading.")
+    var slowConsumers = 100
+    @Option(help: "slow: bytes of padding in each tick.")
+    var slowPayload = 8192
+    @Option(help: "slow: milliseconds between two ticks to every room.")
+    var slowTickMillis = 50
+    @Option(help: "slow: seconds of each phase (alone, then with the slow clients).")
+    var slowPhase = 15.0
 
     static let secret = "switchboard-bench-secret-0123456789abcdef0123456789abcdef"
     static let apiKey = "switchboard-bench-api-key-0123456789"
@@ -131,7 +141,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
         let wanted = Set(self.scenarios.split(separator: ",").map(String.init))
         let kinds = self.systems.split(separator: ",").compactMap { SystemKind(rawValue: String($0)) }
-        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis", "reconnect", "faults"])
+        let unknown = wanted.subtracting(["fanout", "backend", "storm", "idle", "ack", "redis", "reconnect", "faults", "slow"])
         let reconnectSizes = self.reconnectClients.split(separator: ",").compactMap { Int($0) }
         if wanted.contains("reconnect") {
             guard !reconnectSizes.isEmpty, reconnectSizes.allSatisfy({ $0 > 0 }), self.reconnectNodes >= 2, self.reconnectGateRate > 0
@@ -166,7 +176,7 @@ struct SwitchboardBench: AsyncParsableCommand {
         var external: ExternalTarget?
         if let target = self.target {
             guard kinds.count == 1 else { throw ValidationError("--target measures one system: name it with --systems") }
-            let unsupported = wanted.intersection(["idle", "redis", "reconnect", "faults"])
+            let unsupported = wanted.intersection(["idle", "redis", "reconnect", "faults", "slow"])
             guard unsupported.isEmpty else {
                 throw ValidationError("\(unsupported.sorted().joined(separator: ", ")) need nodes the bench starts; leave them out of --scenarios")
             }
@@ -337,6 +347,27 @@ struct SwitchboardBench: AsyncParsableCommand {
             )
             let run = try await launcher.withCluster(.switchboard, nodes: 3) { try await scenario.run(on: $0) }
             report.faults.append(run)
+            Progress.finish(run.table)
+        }
+        if wanted.contains("slow"), kinds.contains(.switchboard) {
+            guard self.slowClients >= self.rooms else { throw ValidationError("slow wants --slow-clients of at least --rooms") }
+            Progress.finish("slow: \(self.slowClients) clients on one Switchboard node, then \(self.slowConsumers) more that stop reading")
+            let scenario = SlowConsumersScenario(
+                clients: min(self.slowClients, ceiling),
+                slowClients: self.slowConsumers,
+                rooms: self.rooms,
+                tick: .milliseconds(Int64(self.slowTickMillis)),
+                payloadBytes: self.slowPayload,
+                outboundBound: 512 * 1024,
+                phaseSeconds: self.slowPhase,
+                loop: loop,
+                minter: minter,
+                apiKey: self.apiKey
+            )
+            let run = try await launcher.withCluster(.switchboard, nodes: 1, switchboardArguments: scenario.nodeArguments) {
+                try await scenario.run(on: $0)
+            }
+            report.slowConsumers.append(run)
             Progress.finish(run.table)
         }
         await backend.stop()
