@@ -310,8 +310,7 @@ package struct OpenWebUIEvents: Sendable {
                     now: now()
                 ).flatMap { () -> EventLoopFuture<Void> in
                     guard !chatIDs.isEmpty else { return socket.eventLoop.makeSucceededVoidFuture() }
-                    let list = JSONWriter.serialize(.array(chatIDs.map(JSONValue.string)))
-                    return presence.setSessionMember(sid: socket.id, name: "chat_ids", json: list).map { _ in }
+                    return storeChatIDs(chatIDs, of: socket).map { _ in }
                 }.hop(to: socket.eventLoop).flatMapErrorThrowing { error in
                     warnings.warning("session not restored", metadata: ["reason": "\(error)", "sid": "\(socket.id)"])
                 }
@@ -558,8 +557,7 @@ package struct OpenWebUIEvents: Sendable {
             return entered.flatMap { accepted -> EventLoopFuture<[JSONValue]> in
                 guard accepted else { return loop.makeSucceededFuture([false]) }
                 let chatIDs = socket.rooms.filter { $0.hasPrefix("chat:") }.map { String($0.dropFirst(5)) }.sorted()
-                let list = JSONWriter.serialize(.array(chatIDs.map(JSONValue.string)))
-                return presence.setSessionMember(sid: socket.id, name: "chat_ids", json: list).hop(to: loop).flatMap {
+                return storeChatIDs(chatIDs, of: socket).hop(to: loop).flatMap {
                     stored in
                     guard stored else {
                         // No session entry to hold it (reaped, or not yet written): Python leaves the room again.
@@ -579,6 +577,12 @@ package struct OpenWebUIEvents: Sendable {
         default:
             return loop.makeSucceededFuture([])
         }
+    }
+
+    /// SESSION_POOL's `chat_ids` of the socket's entry; false when it has no entry.
+    private func storeChatIDs(_ chatIDs: [String], of socket: Socket) -> EventLoopFuture<Bool> {
+        let list = JSONWriter.serialize(.array(chatIDs.map(JSONValue.string)))
+        return presence.setSessionMember(sid: socket.id, name: "chat_ids", json: list)
     }
 
     private func publishChatPresence(_ chatID: String, _ socket: Socket) -> EventLoopFuture<Void> {

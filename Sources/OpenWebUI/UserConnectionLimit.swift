@@ -31,9 +31,4 @@ package final class UserConnectionLimit: Sendable {
             counts[userID] = count > 1 ? count - 1 : nil
         }
     }
-
-    /// Sockets counted for `userID` now.
-    package func count(of userID: String) -> Int {
-        counts.withLockedValue { $0[userID, default: 0] }
-    }
 }

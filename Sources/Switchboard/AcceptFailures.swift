@@ -68,9 +68,7 @@ final class AcceptBackoff: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard resume == nil, let options = context.channel.syncOptions else { return }
         try? options.setOption(.autoRead, value: false)
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         resume = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            let context = loopBound.value
             self.resume = nil
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }

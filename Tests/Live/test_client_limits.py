@@ -318,7 +318,8 @@ def test_a_users_sockets_over_its_limit_are_disconnected_and_the_stock_client_st
         # Another user is not affected; one of Ada's sockets going lets the next one in.
         other, other_disconnects = connect("grace")
         first.disconnect()
-        time.sleep(0.3)
+        # Ada's other socket and Grace's are what the node holds once it has let the first go.
+        wait_until(lambda: metric(node, "switchboard_socketio_sockets") == 2, what="the first socket released")
         fourth, fourth_disconnects = connect("ada")
         time.sleep(1.0)
         assert fourth.connected and not fourth_disconnects and other.connected and not other_disconnects
